@@ -1,0 +1,48 @@
+#include "core/device.h"
+
+#include <charconv>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace stac {
+
+std::string Device::str() const {
+    return is_cpu() ? std::string("cpu") : fmt::format("cuda:{}", index);
+}
+
+Device Device::parse(std::string_view text) {
+    if (text == "cpu") return cpu();
+    if (text == "cuda") return cuda(0);
+    if (text.starts_with("cuda:")) {
+        const std::string_view num = text.substr(5);
+        int idx = -1;
+        const auto [end, ec] = std::from_chars(num.data(), num.data() + num.size(), idx);
+        if (ec == std::errc() && end == num.data() + num.size() && idx >= 0) return cuda(idx);
+    }
+    fail("unknown device '{}': expected cpu, cuda or cuda:N", text);
+}
+
+#ifndef STAC_WITH_CUDA
+bool cuda_compiled() { return false; }
+int cuda_device_count() { return 0; }
+void* cuda_malloc(size_t, int) { fail("this build of stac has no CUDA support (configure with -DSTAC_CUDA=ON)"); }
+void cuda_free(void*, int) noexcept {}
+#endif
+
+void require_device(Device d) {
+    if (d.is_cpu()) return;
+    if (!cuda_compiled()) fail("device {}: this build of stac has no CUDA support (configure with -DSTAC_CUDA=ON)", d.str());
+    const int n = cuda_device_count();
+    if (n == 0) fail("device {}: no CUDA GPU is available", d.str());
+    if (d.index >= n) fail("device {}: only {} CUDA GPU(s) present", d.str(), n);
+}
+
+#ifndef STAC_WITH_CUDA
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
+    if (!dst_dev.is_cpu() || !src_dev.is_cpu()) require_device(dst_dev.is_cpu() ? src_dev : dst_dev);
+    if (bytes) std::memcpy(dst, src, bytes);
+}
+#endif
+
+}  // namespace stac
