@@ -1,0 +1,104 @@
+#include "kernels/cpu/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <Eigen/Core>
+
+namespace stac::cpu {
+
+using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Strided = Eigen::OuterStride<>;
+
+void linear(float* out, const float* x, const float* w, const float* b, int64_t T, int64_t K, int64_t N) {
+    Eigen::Map<const RowMat> X(x, T, K), W(w, K, N);
+    Eigen::Map<RowMat> O(out, T, N);
+    O.noalias() = X * W;
+    if (b) O.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(b, N);
+}
+
+void layernorm(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps) {
+    for (int64_t t = 0; t < T; ++t) {
+        const float* r = x + t * C;
+        float* o = out + t * C;
+        // Two passes in f32 (as PyTorch's CPU kernel): mean, then the centred variance.
+        float mean = 0;
+        for (int64_t c = 0; c < C; ++c) mean += r[c];
+        mean /= float(C);
+        float var = 0;
+        for (int64_t c = 0; c < C; ++c) var += (r[c] - mean) * (r[c] - mean);
+        var /= float(C);
+        const float inv = 1.0f / std::sqrt(var + eps);
+        for (int64_t c = 0; c < C; ++c) o[c] = (r[c] - mean) * inv * g[c] + b[c];
+    }
+}
+
+void activation(float* x, int64_t n, Activation act) {
+    switch (act) {
+        case Activation::GeluTanh: for (int64_t i = 0; i < n; ++i) x[i] = gelu_tanh(x[i]); break;
+        case Activation::GeluErf: for (int64_t i = 0; i < n; ++i) x[i] = gelu_erf(x[i]); break;
+        case Activation::Relu: for (int64_t i = 0; i < n; ++i) x[i] = relu(x[i]); break;
+    }
+}
+
+void add_inplace(float* x, const float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+void embedding(float* out, const int32_t* ids, int64_t T, int64_t pos0, const float* wte, const float* wpe, int64_t C) {
+    for (int64_t t = 0; t < T; ++t) {
+        const float* e = wte + int64_t(ids[t]) * C;
+        const float* p = wpe + (pos0 + t) * C;
+        float* o = out + t * C;
+        for (int64_t c = 0; c < C; ++c) o[c] = e[c] + p[c];
+    }
+}
+
+void kv_append(float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D, int64_t cap) {
+    const int64_t C = H * D;
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < H; ++h) {
+            std::memcpy(kc + (h * cap + pos0 + t) * D, qkv + t * 3 * C + C + h * D, size_t(D) * sizeof(float));
+            std::memcpy(vc + (h * cap + pos0 + t) * D, qkv + t * 3 * C + 2 * C + h * D, size_t(D) * sizeof(float));
+        }
+}
+
+void attention(float* out, int64_t ldo, const float* q, int64_t ldq, const float* kc, const float* vc, int64_t T,
+               int64_t P, int64_t H, int64_t D, int64_t cap, float scale, float* scratch) {
+    const int64_t L = P + T;  // keys visible to the last query
+    for (int64_t h = 0; h < H; ++h) {
+        // Q: [T, D] (strided view of q), K, V: [L, D] (this head's cache rows), S: [T, L]
+        Eigen::Map<const RowMat, 0, Strided> Q(q + h * D, T, D, Strided(ldq));
+        Eigen::Map<const RowMat> K(kc + h * cap * D, L, D), V(vc + h * cap * D, L, D);
+        Eigen::Map<RowMat> S(scratch, T, L);
+        S.noalias() = Q * K.transpose();
+        for (int64_t t = 0; t < T; ++t) {
+            float* s = scratch + t * L;
+            const int64_t len = P + t + 1;
+            float m = -INFINITY;
+            for (int64_t j = 0; j < len; ++j) {
+                s[j] *= scale;
+                m = std::max(m, s[j]);
+            }
+            float sum = 0;
+            for (int64_t j = 0; j < len; ++j) {
+                s[j] = std::exp(s[j] - m);
+                sum += s[j];
+            }
+            const float inv = 1.0f / sum;
+            for (int64_t j = 0; j < len; ++j) s[j] *= inv;
+            for (int64_t j = len; j < L; ++j) s[j] = 0.0f;  // future positions (causal mask)
+        }
+        Eigen::Map<RowMat, 0, Strided> O(out + h * D, T, D, Strided(ldo));
+        O.noalias() = S * V;
+    }
+}
+
+void matmul_nt(float* logits, const float* x, const float* e, int64_t T, int64_t C, int64_t V) {
+    Eigen::Map<const RowMat> X(x, T, C), E(e, V, C);
+    Eigen::Map<RowMat> O(logits, T, V);
+    O.noalias() = X * E.transpose();
+}
+
+}  // namespace stac::cpu

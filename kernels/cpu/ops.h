@@ -1,0 +1,27 @@
+// Fast CPU ops (Eigen GEMM and tight loops); same contracts as kernels/cpu/reference.h, checked against it.
+// Letters: T tokens, K input features, N output features, C channels, H heads, D head dim, P past tokens, V vocab.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/math.h"
+
+namespace stac::cpu {
+
+// out[T, N] = x[T, K] · w[K, N] + b[N]; w is Hugging Face Conv1D layout [in, out]; b may be null.
+void linear(float* out, const float* x, const float* w, const float* b, int64_t T, int64_t K, int64_t N);
+void layernorm(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps);
+void activation(float* x, int64_t n, Activation act);
+void add_inplace(float* x, const float* y, int64_t n);
+// out[T, C] = wte[ids[t]] + wpe[pos0 + t]
+void embedding(float* out, const int32_t* ids, int64_t T, int64_t pos0, const float* wte, const float* wpe, int64_t C);
+// Copies K and V of T new tokens (columns [C, 2C) and [2C, 3C) of qkv[T, 3C], C = H*D) into the
+// caches kc, vc: [H, cap, D] at rows pos0..pos0+T-1.
+void kv_append(float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D, int64_t cap);
+// Causal attention, see ref::attention. scratch holds T * (P + T) floats.
+void attention(float* out, int64_t ldo, const float* q, int64_t ldq, const float* kc, const float* vc, int64_t T,
+               int64_t P, int64_t H, int64_t D, int64_t cap, float scale, float* scratch);
+// logits[T, V] = x[T, C] · e[V, C]^T
+void matmul_nt(float* logits, const float* x, const float* e, int64_t T, int64_t C, int64_t V);
+
+}  // namespace stac::cpu

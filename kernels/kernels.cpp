@@ -1,0 +1,116 @@
+#include "kernels/kernels.h"
+
+#include "kernels/cpu/ops.h"
+
+namespace stac::kernels {
+
+namespace {
+
+void need_f32(const Tensor& t, const char* op, const char* what) {
+    if (!t.defined()) fail("{}: {} is undefined", op, what);
+    if (t.dtype() != DType::F32) fail("{}: {} is {}, expected F32", op, what, t.describe());
+}
+
+void need_shape(const Tensor& t, const Shape& s, const char* op, const char* what) {
+    if (!(t.shape() == s)) fail("{}: {} has shape {}, expected {}", op, what, t.shape().str(), s.str());
+}
+
+// All operands on one device; returns it. CUDA kernels are not built yet: say so clearly.
+Device same_device(const char* op, std::initializer_list<const Tensor*> ts) {
+    Device d = (*ts.begin())->device();
+    for (const Tensor* t : ts)
+        if (t->defined() && t->device() != d)
+            fail("{}: operands on different devices ({} and {})", op, d.str(), t->device().str());
+    if (!d.is_cpu()) fail("{}: no CUDA kernel yet for this op (device {})", op, d.str());
+    return d;
+}
+
+}  // namespace
+
+void linear(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b) {
+    need_f32(out, "linear", "out"), need_f32(x, "linear", "x"), need_f32(w, "linear", "w");
+    if (x.rank() != 2 || w.rank() != 2) fail("linear: x {} and w {} must be 2-D", x.describe(), w.describe());
+    const int64_t T = x.dim(0), K = x.dim(1), N = w.dim(1);
+    need_shape(w, {K, N}, "linear", "w");
+    need_shape(out, {T, N}, "linear", "out");
+    if (b.defined()) need_f32(b, "linear", "b"), need_shape(b, {N}, "linear", "b");
+    same_device("linear", {&out, &x, &w, &b});
+    cpu::linear(out.data<float>(), x.data<float>(), w.data<float>(), b.defined() ? b.data<float>() : nullptr, T, K, N);
+}
+
+void layernorm(const Tensor& out, const Tensor& x, const Tensor& g, const Tensor& b, float eps) {
+    need_f32(out, "layernorm", "out"), need_f32(x, "layernorm", "x");
+    need_f32(g, "layernorm", "weight"), need_f32(b, "layernorm", "bias");
+    if (x.rank() != 2) fail("layernorm: x {} must be 2-D", x.describe());
+    const int64_t T = x.dim(0), C = x.dim(1);
+    need_shape(out, {T, C}, "layernorm", "out");
+    need_shape(g, {C}, "layernorm", "weight"), need_shape(b, {C}, "layernorm", "bias");
+    same_device("layernorm", {&out, &x, &g, &b});
+    cpu::layernorm(out.data<float>(), x.data<float>(), g.data<float>(), b.data<float>(), T, C, eps);
+}
+
+void activation(const Tensor& x, Activation act) {
+    need_f32(x, "activation", "x");
+    same_device("activation", {&x});
+    cpu::activation(x.data<float>(), x.numel(), act);
+}
+
+void add(const Tensor& x, const Tensor& y) {
+    need_f32(x, "add", "x"), need_f32(y, "add", "y");
+    need_shape(y, x.shape(), "add", "y");
+    same_device("add", {&x, &y});
+    cpu::add_inplace(x.data<float>(), y.data<float>(), x.numel());
+}
+
+void embedding(const Tensor& out, std::span<const int32_t> ids, int64_t pos0, const Tensor& wte, const Tensor& wpe) {
+    need_f32(out, "embedding", "out"), need_f32(wte, "embedding", "wte"), need_f32(wpe, "embedding", "wpe");
+    const int64_t T = static_cast<int64_t>(ids.size()), C = wte.dim(1);
+    need_shape(out, {T, C}, "embedding", "out");
+    if (wpe.dim(1) != C) fail("embedding: wpe {} and wte {} differ in width", wpe.describe(), wte.describe());
+    for (int64_t t = 0; t < T; ++t)
+        if (ids[size_t(t)] < 0 || ids[size_t(t)] >= wte.dim(0))
+            fail("token id {} is outside the model's vocabulary [0, {})", ids[size_t(t)], wte.dim(0));
+    if (pos0 < 0 || pos0 + T > wpe.dim(0))
+        fail("positions {}..{} are outside the model's {} positions", pos0, pos0 + T - 1, wpe.dim(0));
+    same_device("embedding", {&out, &wte, &wpe});
+    cpu::embedding(out.data<float>(), ids.data(), T, pos0, wte.data<float>(), wpe.data<float>(), C);
+}
+
+void kv_append(const Tensor& kc, const Tensor& vc, const Tensor& qkv, int64_t pos0) {
+    need_f32(kc, "kv_append", "k cache"), need_f32(vc, "kv_append", "v cache"), need_f32(qkv, "kv_append", "qkv");
+    if (kc.rank() != 3) fail("kv_append: k cache {} must be [H, cap, D]", kc.describe());
+    const int64_t H = kc.dim(0), cap = kc.dim(1), D = kc.dim(2), T = qkv.dim(0);
+    need_shape(vc, kc.shape(), "kv_append", "v cache");
+    need_shape(qkv, {T, 3 * H * D}, "kv_append", "qkv");
+    if (pos0 < 0 || pos0 + T > cap) fail("kv_append: rows {}..{} exceed the cache capacity {}", pos0, pos0 + T, cap);
+    same_device("kv_append", {&kc, &vc, &qkv});
+    cpu::kv_append(kc.data<float>(), vc.data<float>(), qkv.data<float>(), T, pos0, H, D, cap);
+}
+
+void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, int64_t pos0, float scale,
+               const Tensor& scratch) {
+    need_f32(out, "attention", "out"), need_f32(qkv, "attention", "qkv");
+    need_f32(kc, "attention", "k cache"), need_f32(vc, "attention", "v cache"), need_f32(scratch, "attention", "scratch");
+    if (kc.rank() != 3) fail("attention: k cache {} must be [H, cap, D]", kc.describe());
+    const int64_t H = kc.dim(0), cap = kc.dim(1), D = kc.dim(2), C = H * D, T = qkv.dim(0);
+    need_shape(vc, kc.shape(), "attention", "v cache");
+    need_shape(qkv, {T, 3 * C}, "attention", "qkv");
+    need_shape(out, {T, C}, "attention", "out");
+    if (pos0 < 0 || pos0 + T > cap) fail("attention: rows {}..{} exceed the cache capacity {}", pos0, pos0 + T, cap);
+    if (scratch.numel() < T * (pos0 + T))
+        fail("attention: scratch of {} floats is smaller than T * (P + T) = {}", scratch.numel(), T * (pos0 + T));
+    same_device("attention", {&out, &qkv, &kc, &vc, &scratch});
+    cpu::attention(out.data<float>(), C, qkv.data<float>(), 3 * C, kc.data<float>(), vc.data<float>(), T, pos0, H, D,
+                   cap, scale, scratch.data<float>());
+}
+
+void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e) {
+    need_f32(out, "matmul_nt", "out"), need_f32(x, "matmul_nt", "x"), need_f32(e, "matmul_nt", "e");
+    const int64_t T = x.dim(0), C = x.dim(1), V = e.dim(0);
+    need_shape(e, {V, C}, "matmul_nt", "e");
+    need_shape(out, {T, V}, "matmul_nt", "out");
+    same_device("matmul_nt", {&out, &x, &e});
+    cpu::matmul_nt(out.data<float>(), x.data<float>(), e.data<float>(), T, C, V);
+}
+
+}  // namespace stac::kernels

@@ -1,0 +1,34 @@
+// kernels: one function per op on Tensors, checking shapes and dispatching on the device
+// (kernels/cpu now; kernels/cuda joins with the CUDA backend). Nothing above this layer knows the backend.
+// Letters: T tokens, K input features, N output features, C channels (= H*D), H heads, D head dim,
+// cap cache capacity, V vocabulary. All tensors are f32 and contiguous.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "core/tensor.h"
+#include "kernels/math.h"
+
+namespace stac::kernels {
+
+// out: [T, N] = x: [T, K] · w: [K, N] + b: [N] (b may be undefined)
+void linear(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b);
+// out, x: [T, C]; g, b: [C]
+void layernorm(const Tensor& out, const Tensor& x, const Tensor& g, const Tensor& b, float eps);
+// x: any shape, in place
+void activation(const Tensor& x, Activation act);
+// x += y, same shape
+void add(const Tensor& x, const Tensor& y);
+// out: [T, C] = wte[ids] + wpe[pos0 .. pos0+T); ids are checked against wte's rows
+void embedding(const Tensor& out, std::span<const int32_t> ids, int64_t pos0, const Tensor& wte, const Tensor& wpe);
+// kc, vc: [H, cap, D] receive K, V of qkv: [T, 3C] at rows pos0..pos0+T-1
+void kv_append(const Tensor& kc, const Tensor& vc, const Tensor& qkv, int64_t pos0);
+// out: [T, C] = causal attention of the queries in qkv: [T, 3C] (positions pos0..) over kc, vc: [H, cap, D]
+// rows [0, pos0+T), scores scaled by `scale`; scratch: at least T * (pos0 + T) floats
+void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, int64_t pos0, float scale,
+               const Tensor& scratch);
+// out: [T, V] = x: [T, C] · e: [V, C]^T (the tied LM head)
+void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e);
+
+}  // namespace stac::kernels
