@@ -1,0 +1,351 @@
+#include "models/gpt2.h"
+
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "core/json_file.h"
+#include "core/safetensors.h"
+#include "kernels/kernels.h"
+
+namespace stac {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ---------------------------------------------------------------- config
+
+namespace {
+
+int64_t get_int(const json& j, const char* key, int64_t def, const std::string& source, bool required,
+                int64_t lo, int64_t hi) {
+    if (!j.contains(key) || j[key].is_null()) {
+        if (required) fail("{}: missing \"{}\"", source, key);
+        return def;
+    }
+    const json& v = j[key];
+    if (!v.is_number_integer()) fail("{}: \"{}\" must be an integer, found {}", source, key, v.dump());
+    const int64_t x = v.get<int64_t>();
+    if (x < lo || x > hi) fail("{}: \"{}\" = {} is out of range [{}, {}]", source, key, x, lo, hi);
+    return x;
+}
+
+bool get_bool(const json& j, const char* key, bool def, const std::string& source) {
+    if (!j.contains(key) || j[key].is_null()) return def;
+    if (!j[key].is_boolean()) fail("{}: \"{}\" must be true or false, found {}", source, key, j[key].dump());
+    return j[key].get<bool>();
+}
+
+// The activations transformers names for GPT-2 that stac computes exactly.
+Activation activation_from_name(const std::string& name, const std::string& source) {
+    static const std::map<std::string, Activation> kActs = {{"gelu_new", Activation::GeluTanh},
+                                                            {"gelu_pytorch_tanh", Activation::GeluTanh},
+                                                            {"gelu", Activation::GeluErf},
+                                                            {"relu", Activation::Relu}};
+    const auto it = kActs.find(name);
+    if (it == kActs.end())
+        fail("{}: activation_function \"{}\" is not supported (gelu_new, gelu_pytorch_tanh, gelu, relu)", source, name);
+    return it->second;
+}
+
+}  // namespace
+
+float Gpt2Config::attn_scale(int64_t layer) const {
+    float s = scale_attn_weights ? 1.0f / std::sqrt(float(head_dim())) : 1.0f;
+    if (scale_attn_by_inverse_layer_idx) s /= float(layer + 1);
+    return s;
+}
+
+Gpt2Config Gpt2Config::from_json(const json& j, const std::string& source) {
+    if (!j.is_object()) fail("{}: expected a JSON object", source);
+    if (j.contains("model_type") && j["model_type"] != "gpt2")
+        fail("{}: model_type is {}, expected \"gpt2\"", source, j["model_type"].dump());
+    Gpt2Config c;
+    constexpr int64_t kBig = int64_t(1) << 20;
+    c.n_layer = get_int(j, "n_layer", 0, source, true, 1, 1024);
+    c.n_embd = get_int(j, "n_embd", 0, source, true, 1, kBig);
+    c.n_head = get_int(j, "n_head", 0, source, true, 1, kBig);
+    c.n_positions = get_int(j, "n_positions", 0, source, true, 1, kBig);
+    c.vocab_size = get_int(j, "vocab_size", 0, source, true, 1, int64_t(1) << 24);
+    c.n_inner = get_int(j, "n_inner", 0, source, false, 1, kBig * 4);
+    if (j.contains("n_ctx") && !j["n_ctx"].is_null()) {
+        const int64_t n_ctx = get_int(j, "n_ctx", 0, source, false, 1, kBig);
+        if (n_ctx != c.n_positions)
+            fail("{}: n_ctx = {} disagrees with n_positions = {}", source, n_ctx, c.n_positions);
+    }
+    if (j.contains("layer_norm_epsilon")) {
+        if (!j["layer_norm_epsilon"].is_number()) fail("{}: layer_norm_epsilon must be a number", source);
+        c.layer_norm_epsilon = j["layer_norm_epsilon"].get<float>();
+    }
+    if (j.contains("activation_function")) {
+        if (!j["activation_function"].is_string()) fail("{}: activation_function must be a string", source);
+        c.activation_function = j["activation_function"].get<std::string>();
+    }
+    c.activation = activation_from_name(c.activation_function, source);
+    c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", true, source);
+    c.scale_attn_weights = get_bool(j, "scale_attn_weights", true, source);
+    c.scale_attn_by_inverse_layer_idx = get_bool(j, "scale_attn_by_inverse_layer_idx", false, source);
+    if (get_bool(j, "add_cross_attention", false, source))
+        fail("{}: add_cross_attention = true (an encoder-decoder GPT-2) is not supported", source);
+    c.validate(source);
+    return c;
+}
+
+void Gpt2Config::validate(const std::string& source) const {
+    if (n_embd % n_head != 0) fail("{}: n_embd = {} is not divisible by n_head = {}", source, n_embd, n_head);
+    if (!(layer_norm_epsilon > 0.0f) || !std::isfinite(layer_norm_epsilon))
+        fail("{}: layer_norm_epsilon = {} must be a positive finite number", source, layer_norm_epsilon);
+    if (activation_from_name(activation_function, source) != activation)
+        fail("{}: activation {} does not match activation_function \"{}\"", source, int(activation), activation_function);
+}
+
+Gpt2Config Gpt2Config::load(const fs::path& config_json) {
+    Gpt2Config c = from_json(read_json_file(config_json), config_json.string());
+    return c;
+}
+
+json Gpt2Config::to_json() const {
+    json j = {{"model_type", "gpt2"},
+              {"architectures", {"GPT2LMHeadModel"}},
+              {"n_layer", n_layer},
+              {"n_embd", n_embd},
+              {"n_head", n_head},
+              {"n_positions", n_positions},
+              {"n_ctx", n_positions},
+              {"vocab_size", vocab_size},
+              {"n_inner", n_inner > 0 ? json(n_inner) : json(nullptr)},
+              {"layer_norm_epsilon", layer_norm_epsilon},
+              {"activation_function", activation_function},
+              {"tie_word_embeddings", tie_word_embeddings},
+              {"scale_attn_weights", scale_attn_weights},
+              {"scale_attn_by_inverse_layer_idx", scale_attn_by_inverse_layer_idx},
+              {"bos_token_id", 50256},
+              {"eos_token_id", 50256}};
+    return j;
+}
+
+// ---------------------------------------------------------------- weights
+
+namespace {
+
+// Legacy causal-mask buffers of old checkpoints, "h.<n>.attn.bias" and "h.<n>.attn.masked_bias":
+// not parameters. Matched exactly, so "h.<n>.attn.c_attn.bias" can never be mistaken for one.
+bool is_mask_buffer(const std::string& name) {
+    if (!name.starts_with("h.")) return false;
+    size_t i = 2;
+    while (i < name.size() && name[i] >= '0' && name[i] <= '9') ++i;
+    if (i == 2) return false;
+    const std::string_view rest = std::string_view(name).substr(i);
+    return rest == ".attn.bias" || rest == ".attn.masked_bias";
+}
+
+struct Want {
+    std::string name;  // without prefix
+    Shape shape;
+    Tensor* dst;
+};
+
+}  // namespace
+
+Gpt2Weights Gpt2Weights::load(const fs::path& path, const Gpt2Config& cfg) {
+    const SafetensorsFile f = SafetensorsFile::open(path);
+    const std::string file = path.string();
+    const int64_t C = cfg.n_embd, I = cfg.inner(), V = cfg.vocab_size;
+
+    std::string prefix;
+    if (f.find("transformer.wte.weight")) prefix = "transformer.";
+    else if (!f.find("wte.weight"))
+        fail("{}: no wte.weight or transformer.wte.weight: not a GPT-2 checkpoint", file);
+
+    Gpt2Weights w;
+    w.layers.resize(size_t(cfg.n_layer));
+    std::vector<Want> want = {{"wte.weight", {V, C}, &w.wte},
+                              {"wpe.weight", {cfg.n_positions, C}, &w.wpe},
+                              {"ln_f.weight", {C}, &w.lnf_g},
+                              {"ln_f.bias", {C}, &w.lnf_b}};
+    for (int64_t l = 0; l < cfg.n_layer; ++l) {
+        Gpt2Layer& L = w.layers[size_t(l)];
+        const std::string p = fmt::format("h.{}.", l);
+        want.push_back({p + "ln_1.weight", {C}, &L.ln1_g});
+        want.push_back({p + "ln_1.bias", {C}, &L.ln1_b});
+        want.push_back({p + "attn.c_attn.weight", {C, 3 * C}, &L.attn_w});
+        want.push_back({p + "attn.c_attn.bias", {3 * C}, &L.attn_b});
+        want.push_back({p + "attn.c_proj.weight", {C, C}, &L.proj_w});
+        want.push_back({p + "attn.c_proj.bias", {C}, &L.proj_b});
+        want.push_back({p + "ln_2.weight", {C}, &L.ln2_g});
+        want.push_back({p + "ln_2.bias", {C}, &L.ln2_b});
+        want.push_back({p + "mlp.c_fc.weight", {C, I}, &L.fc_w});
+        want.push_back({p + "mlp.c_fc.bias", {I}, &L.fc_b});
+        want.push_back({p + "mlp.c_proj.weight", {I, C}, &L.fc_proj_w});
+        want.push_back({p + "mlp.c_proj.bias", {C}, &L.fc_proj_b});
+    }
+    // The head: "lm_head.weight" sits outside the "transformer." prefix in Hugging Face files.
+    const SafetensorsEntry* head = f.find("lm_head.weight");
+    if (!cfg.tie_word_embeddings) {
+        if (!head) fail("{}: config.json has tie_word_embeddings = false but there is no lm_head.weight", file);
+        want.push_back({"lm_head.weight", {V, C}, &w.lm_head});
+    }
+
+    // Every tensor in the file must be one we want or one we knowingly ignore.
+    std::set<std::string> wanted;
+    for (const Want& x : want) wanted.insert(x.name == "lm_head.weight" ? x.name : prefix + x.name);
+    for (const SafetensorsEntry& e : f.entries()) {
+        if (wanted.count(e.name)) continue;
+        if (e.name == "lm_head.weight") continue;  // tied: the head is wte
+        std::string rest = e.name;
+        if (!prefix.empty() && rest.starts_with(prefix)) rest = rest.substr(prefix.size());
+        if (is_mask_buffer(rest)) continue;
+        fail("{}: unexpected tensor {} {} for a GPT-2 with n_layer = {} (config.json and weights disagree?)", file,
+             e.name, e.shape_str(), cfg.n_layer);
+    }
+
+    // Check everything, then allocate one arena and convert into 64-byte aligned views.
+    std::set<std::string> dtypes;
+    size_t total = 0;
+    std::vector<const SafetensorsEntry*> src;
+    for (const Want& x : want) {
+        const std::string full = x.name == "lm_head.weight" ? x.name : prefix + x.name;
+        const SafetensorsEntry* e = f.find(full);
+        if (!e) fail("{}: missing tensor {} (expected shape {})", file, full, x.shape.str());
+        if (e->dtype_name != "F32" && e->dtype_name != "F16" && e->dtype_name != "BF16")
+            fail("{}: tensor {} has dtype {}, expected F32, F16 or BF16", file, full, e->dtype_name);
+        const std::vector<int64_t> want_dims(x.shape.dims().begin(), x.shape.dims().end());
+        if (e->shape != want_dims)
+            fail("{}: tensor {} has shape {}, expected {}", file, full, e->shape_str(), x.shape.str());
+        dtypes.insert(e->dtype_name);
+        total += (x.shape.numel() * sizeof(float) + 63) / 64 * 64;
+        src.push_back(e);
+    }
+    w.arena = Storage::allocate(total, Device::cpu());
+    size_t off = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+        const SafetensorsEntry* e = src[i];
+        Tensor t = Tensor::view_of(w.arena, off, want[i].shape, DType::F32);
+        convert_elements(t.raw(), DType::F32, f.bytes(*e), *dtype_from_name(e->dtype_name), size_t(t.numel()));
+        *want[i].dst = t;
+        off += (t.nbytes() + 63) / 64 * 64;
+    }
+    if (cfg.tie_word_embeddings) w.lm_head = w.wte;
+    for (const auto& d : dtypes) w.source_dtype += (w.source_dtype.empty() ? "" : "+") + d;
+    return w;
+}
+
+int64_t Gpt2Weights::parameter_count() const {
+    int64_t n = 0;
+    for (const auto& [name, t] : named_tensors()) n += t.numel();
+    return n;
+}
+
+std::vector<std::pair<std::string, Tensor>> Gpt2Weights::named_tensors() const {
+    std::vector<std::pair<std::string, Tensor>> out = {{"transformer.wte.weight", wte}, {"transformer.wpe.weight", wpe}};
+    for (size_t l = 0; l < layers.size(); ++l) {
+        const Gpt2Layer& L = layers[l];
+        const std::string p = fmt::format("transformer.h.{}.", l);
+        out.insert(out.end(), {{p + "ln_1.weight", L.ln1_g},        {p + "ln_1.bias", L.ln1_b},
+                               {p + "attn.c_attn.weight", L.attn_w}, {p + "attn.c_attn.bias", L.attn_b},
+                               {p + "attn.c_proj.weight", L.proj_w}, {p + "attn.c_proj.bias", L.proj_b},
+                               {p + "ln_2.weight", L.ln2_g},        {p + "ln_2.bias", L.ln2_b},
+                               {p + "mlp.c_fc.weight", L.fc_w},     {p + "mlp.c_fc.bias", L.fc_b},
+                               {p + "mlp.c_proj.weight", L.fc_proj_w}, {p + "mlp.c_proj.bias", L.fc_proj_b}});
+    }
+    out.push_back({"transformer.ln_f.weight", lnf_g});
+    out.push_back({"transformer.ln_f.bias", lnf_b});
+    if (lm_head.raw() != wte.raw()) out.push_back({"lm_head.weight", lm_head});
+    return out;
+}
+
+// ---------------------------------------------------------------- state
+
+Gpt2State::Gpt2State(const Gpt2Config& cfg, int64_t capacity) : cfg_(&cfg), capacity_(capacity) {
+    const int64_t H = cfg.n_head, D = cfg.head_dim();
+    for (int64_t l = 0; l < cfg.n_layer; ++l) {
+        k.push_back(Tensor::zeros({H, capacity, D}, DType::F32));
+        v.push_back(Tensor::zeros({H, capacity, D}, DType::F32));
+    }
+}
+
+void Gpt2State::truncate(int64_t n) {
+    if (n < 0 || n > length_) fail("cannot truncate a cache of {} tokens to {}", length_, n);
+    length_ = n;
+}
+
+void Gpt2State::reserve(int64_t rows) {
+    if (rows <= reserved_rows) return;
+    const int64_t C = cfg_->n_embd, I = cfg_->inner();
+    x = Tensor::empty({rows, C}, DType::F32);
+    h = Tensor::empty({rows, C}, DType::F32);
+    qkv = Tensor::empty({rows, 3 * C}, DType::F32);
+    att = Tensor::empty({rows, C}, DType::F32);
+    mlp = Tensor::empty({rows, I}, DType::F32);
+    scores = Tensor::empty({rows * capacity_}, DType::F32);
+    reserved_rows = rows;
+}
+
+// ---------------------------------------------------------------- model
+
+Gpt2Model::Gpt2Model(Gpt2Config cfg, Gpt2Weights w) : cfg_(std::move(cfg)), w_(std::move(w)) {
+    info_.architecture = "gpt2";
+    info_.vocab_size = cfg_.vocab_size;
+    info_.n_positions = cfg_.n_positions;
+}
+
+std::unique_ptr<Gpt2Model> Gpt2Model::load(const fs::path& dir) {
+    if (!fs::is_directory(dir)) fail("{}: not a model directory", dir.string());
+    Gpt2Config cfg = Gpt2Config::load(dir / "config.json");
+    const fs::path st = dir / "model.safetensors";
+    if (!fs::exists(st)) {
+        if (fs::exists(dir / "pytorch_model.bin"))
+            fail("{}: has pytorch_model.bin but no model.safetensors; stac reads safetensors only", dir.string());
+        fail("{}: file not found", st.string());
+    }
+    Gpt2Weights w = Gpt2Weights::load(st, cfg);
+    return std::make_unique<Gpt2Model>(std::move(cfg), std::move(w));
+}
+
+std::unique_ptr<ModelState> Gpt2Model::new_state(int64_t capacity) const {
+    if (capacity <= 0) capacity = cfg_.n_positions;
+    if (capacity > cfg_.n_positions)
+        fail("cache capacity {} exceeds the model's n_positions = {}", capacity, cfg_.n_positions);
+    return std::make_unique<Gpt2State>(cfg_, capacity);
+}
+
+void Gpt2Model::forward(std::span<const int32_t> ids, ModelState& state, LogitRows rows, const Tensor& logits) const {
+    auto* st = dynamic_cast<Gpt2State*>(&state);
+    if (!st) fail("gpt2 forward: the state was not made by this model");
+    const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
+    if (T == 0) fail("gpt2 forward: empty chunk");
+    if (P + T > st->capacity())
+        fail("chunk of {} tokens at position {} does not fit the context of {} tokens", T, P, st->capacity());
+    for (int32_t id : ids)
+        if (id < 0 || id >= cfg_.vocab_size) fail("token id {} is outside the vocabulary [0, {})", id, cfg_.vocab_size);
+    if (R > 0 && !(logits.shape() == Shape{R, cfg_.vocab_size}))
+        fail("gpt2 forward: logits tensor {} should be [{}, {}]", logits.describe(), R, cfg_.vocab_size);
+    st->reserve(T);
+
+    // x: [T, C] residual stream; h: [T, C] normalised / projected; qkv: [T, 3C]; att: [T, C]; mlp: [T, I]
+    const Tensor x = st->x.slice_rows(0, T), h = st->h.slice_rows(0, T), qkv = st->qkv.slice_rows(0, T),
+                 att = st->att.slice_rows(0, T), mlp = st->mlp.slice_rows(0, T);
+    kernels::embedding(x, ids, P, w_.wte, w_.wpe);
+    for (int64_t l = 0; l < cfg_.n_layer; ++l) {
+        const Gpt2Layer& L = w_.layers[size_t(l)];
+        kernels::layernorm(h, x, L.ln1_g, L.ln1_b, cfg_.layer_norm_epsilon);
+        kernels::linear(qkv, h, L.attn_w, L.attn_b);
+        kernels::kv_append(st->k[size_t(l)], st->v[size_t(l)], qkv, P);
+        kernels::attention(att, qkv, st->k[size_t(l)], st->v[size_t(l)], P, cfg_.attn_scale(l), st->scores);
+        kernels::linear(h, att, L.proj_w, L.proj_b);
+        kernels::add(x, h);
+        kernels::layernorm(h, x, L.ln2_g, L.ln2_b, cfg_.layer_norm_epsilon);
+        kernels::linear(mlp, h, L.fc_w, L.fc_b);
+        kernels::activation(mlp, cfg_.activation);
+        kernels::linear(h, mlp, L.fc_proj_w, L.fc_proj_b);
+        kernels::add(x, h);
+    }
+    st->length_ = P + T;
+    if (R == 0) return;
+    // Final LayerNorm and head only for the rows that need logits.
+    const Tensor xr = x.slice_rows(T - R, T), hr = h.slice_rows(0, R);
+    kernels::layernorm(hr, xr, w_.lnf_g, w_.lnf_b, cfg_.layer_norm_epsilon);
+    kernels::matmul_nt(logits, hr, w_.lm_head);
+}
+
+}  // namespace stac

@@ -1,0 +1,33 @@
+#include "models/model_dir.h"
+
+#include "core/error.h"
+#include "core/json_file.h"
+#include "models/gpt2.h"
+#include "models/gpt2_tokenizer.h"
+
+namespace stac {
+
+namespace fs = std::filesystem;
+
+std::unique_ptr<LanguageModel> load_language_model(const fs::path& dir) {
+    std::error_code ec;
+    if (!fs::exists(dir, ec)) fail("{}: model directory not found", dir.string());
+    if (!fs::is_directory(dir, ec)) fail("{}: not a directory (a model is a directory with config.json)", dir.string());
+    const fs::path cfg = dir / "config.json";
+    const nlohmann::json j = read_json_file(cfg);
+    const std::string type = j.is_object() && j.contains("model_type") && j["model_type"].is_string()
+                                 ? j["model_type"].get<std::string>()
+                                 : "gpt2";
+    if (type == "gpt2") return Gpt2Model::load(dir);
+    fail("{}: model_type \"{}\" is not supported (supported: gpt2)", cfg.string(), type);
+}
+
+std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& dir) {
+    const bool vocab = fs::exists(dir / "vocab.json"), merges = fs::exists(dir / "merges.txt");
+    if (!vocab && !merges) return nullptr;
+    if (!vocab) fail("{}: has merges.txt but no vocab.json", dir.string());
+    if (!merges) fail("{}: has vocab.json but no merges.txt", dir.string());
+    return std::make_unique<Gpt2Tokenizer>(Gpt2Tokenizer::load_dir(dir));
+}
+
+}  // namespace stac

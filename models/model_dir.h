@@ -1,0 +1,20 @@
+// Opening a model directory (DESIGN §3): the architecture named by config.json, and its tokenizer files.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+
+#include "models/language_model.h"
+#include "models/tokenizer.h"
+
+namespace stac {
+
+// Loads the model in `dir` by its config.json model_type ("gpt2"); throws stac::Error naming the
+// file and the problem (missing files, unknown architecture, malformed weights).
+std::unique_ptr<LanguageModel> load_language_model(const std::filesystem::path& dir);
+
+// The tokenizer files of `dir` (vocab.json + merges.txt), or nullptr when it has none.
+// Throws when the files exist but are malformed, or when only one of the pair is present.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
+
+}  // namespace stac

@@ -1,0 +1,75 @@
+#include "models/session.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace stac {
+
+Session::Session(const LanguageModel& model, int64_t max_context) : model_(&model) {
+    const int64_t n = model.info().n_positions;
+    if (max_context < 0) fail("max context {} is negative", max_context);
+    if (max_context > n) fail("max context {} exceeds the model's n_positions = {}", max_context, n);
+    max_context_ = max_context == 0 ? n : max_context;
+    state_ = model.new_state(max_context_);
+    tokens_.reserve(size_t(max_context_));
+    window_.reserve(size_t(max_context_));
+    logits_ = Tensor::empty({1, model.info().vocab_size}, DType::F32);
+}
+
+FeedResult Session::feed(std::span<const int32_t> ids) {
+    if (ids.empty()) fail("cannot feed an empty chunk");
+    const int64_t V = model_->info().vocab_size;
+    for (int32_t id : ids)
+        if (id < 0 || id >= V) fail("token id {} is outside the vocabulary [0, {})", id, V);
+    FeedResult r;
+    const int64_t total = position() + int64_t(ids.size());
+    if (total <= max_context_) {
+        model_->forward(ids, *state_, LogitRows::Last, logits_);
+        tokens_.insert(tokens_.end(), ids.begin(), ids.end());
+    } else {
+        // Keep the newest max_context tokens of history + ids and re-encode them from position 0.
+        const int64_t drop = total - max_context_;
+        window_.clear();
+        if (drop < position()) window_.insert(window_.end(), tokens_.begin() + drop, tokens_.end());
+        const int64_t skip_new = std::max<int64_t>(0, drop - position());
+        window_.insert(window_.end(), ids.begin() + skip_new, ids.end());
+        state_->clear();
+        tokens_.clear();
+        has_logits_ = false;
+        model_->forward(window_, *state_, LogitRows::Last, logits_);
+        tokens_.assign(window_.begin(), window_.end());
+        r.dropped = drop;
+        r.reencoded = int64_t(window_.size());
+    }
+    has_logits_ = true;
+    return r;
+}
+
+std::span<const float> Session::logits() const {
+    if (!has_logits_) fail("no logits yet: feed the session first");
+    return {logits_.data<float>(), size_t(logits_.numel())};
+}
+
+void Session::rewind(int64_t n) {
+    if (n < 0 || n > position()) fail("cannot rewind a session of {} tokens to {}", position(), n);
+    state_->truncate(n);
+    tokens_.resize(size_t(n));
+    has_logits_ = false;
+}
+
+void Session::reset() {
+    state_->clear();
+    tokens_.clear();
+    has_logits_ = false;
+}
+
+Session& Conversations::get(int64_t id) {
+    auto it = slots_.find(id);
+    if (it == slots_.end()) it = slots_.emplace(id, std::make_unique<Session>(*model_, max_context_)).first;
+    return *it->second;
+}
+
+void Conversations::reset(int64_t id) { slots_.erase(id); }
+
+}  // namespace stac
