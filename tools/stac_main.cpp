@@ -1,1 +1,74 @@
-int main() { return 0; }
+// stac: the command-line program. Each subcommand has --help; exit 0 on success, 1 on error, 2 on bad usage.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "tools/cli.h"
+
+namespace {
+
+const char* kHelp = R"(stac: GPT-2-family language models on CPU, and (soon) as spiking neural networks.
+
+Usage: stac <command> [options]      (stac <command> --help for each command's options)
+
+Commands:
+  generate   continue a prompt, streaming tokens as they come
+  chat       multi-turn conversation on stdin/stdout (User:/Assistant:), KV cache kept across turns
+  tokenize   text to token ids as a JSON array (--decode: ids back to text)
+  logits     JSON logits of every position for --ids or --prompt (--incremental: through the KV cache)
+  inspect    a model directory's config, parameter count, dtypes, bytes and tokenizer
+
+The model is a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt),
+given with --model DIR or the STAC_MODEL environment variable.
+)";
+
+struct Command {
+    const char* name;
+    int (*run)(int, char**);
+};
+
+const Command kCommands[] = {
+    {"generate", stac::cli::cmd_generate}, {"chat", stac::cli::cmd_chat},       {"tokenize", stac::cli::cmd_tokenize},
+    {"logits", stac::cli::cmd_logits},     {"inspect", stac::cli::cmd_inspect},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        std::fputs(kHelp, stderr);
+        return 2;
+    }
+    const std::string cmd = argv[1];
+    if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+        std::fputs(kHelp, stdout);
+        return 0;
+    }
+    if (cmd == "--version") {
+        std::puts("stac 0.1.0");
+        return 0;
+    }
+    for (const Command& c : kCommands) {
+        if (cmd != c.name) continue;
+        try {
+            return c.run(argc, argv);
+        } catch (const stac::cli::UsageError& e) {
+            std::fprintf(stderr, "stac %s: %s\nTry 'stac %s --help'.\n", c.name, e.what(), c.name);
+            return 2;
+        } catch (const stac::Error& e) {
+            std::fflush(stdout);
+            std::fprintf(stderr, "stac %s: error: %s\n", c.name, e.what());
+            return 1;
+        } catch (const std::exception& e) {
+            std::fflush(stdout);
+            std::fprintf(stderr, "stac %s: error: %s\n", c.name, e.what());
+            return 1;
+        }
+    }
+    std::fprintf(stderr, "stac: unknown command '%s'\n\n%s", cmd.c_str(), kHelp);
+    return 2;
+}

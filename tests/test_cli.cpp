@@ -1,0 +1,225 @@
+// The stac program: exit codes (0 ok, 1 error, 2 usage), messages, and its JSON against the fixtures.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "core/safetensors.h"
+#include "models/gpt2.h"
+#include "tests/helpers.h"
+
+using namespace stac;
+using namespace stac::test;
+using nlohmann::json;
+
+namespace {
+
+struct Run {
+    int rc = -1;
+    std::string out, err;
+};
+
+std::string shell_quote(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+// Runs `stac ARGS` with `input` on stdin; captures stdout, stderr and the exit code.
+Run run_stac(const std::vector<std::string>& args, const std::string& input = "") {
+    TempDir tmp;
+    std::ofstream(tmp / "in") << input;
+    std::string cmd = shell_quote(STAC_CLI_PATH);
+    for (const auto& a : args) cmd += " " + shell_quote(a);
+    cmd += " < " + shell_quote((tmp / "in").string()) + " > " + shell_quote((tmp / "out").string()) + " 2> " +
+           shell_quote((tmp / "err").string());
+    const int status = std::system(cmd.c_str());
+    Run r;
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    auto slurp = [](const std::filesystem::path& p) {
+        std::ifstream f(p);
+        std::stringstream ss;
+        ss << f.rdbuf();
+        return ss.str();
+    };
+    r.out = slurp(tmp / "out");
+    r.err = slurp(tmp / "err");
+    return r;
+}
+
+std::string join_ids(const std::vector<int32_t>& ids) {
+    std::string s;
+    for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+    return s;
+}
+
+// A random GPT-2 with the real 50257-token vocabulary and the GPT-2 tokenizer files: big enough
+// for text commands (chat, --prompt), small enough to write in a test (n_embd 8).
+void make_text_model(const std::filesystem::path& dir) {
+    std::filesystem::create_directories(dir);
+    Gpt2Config c;
+    c.n_layer = 1, c.n_embd = 8, c.n_head = 2, c.n_positions = 64, c.vocab_size = 50257;
+    write_json_file(dir / "config.json", c.to_json());
+    std::vector<std::pair<std::string, Tensor>> ts;
+    uint64_t seed = 1;
+    auto rnd = [&](Shape s) {
+        Tensor t = Tensor::empty(s, DType::F32);
+        const auto v = random_floats(size_t(t.numel()), seed++, 0.5f);
+        std::copy(v.begin(), v.end(), t.data<float>());
+        return t;
+    };
+    const int64_t C = 8;
+    ts = {{"wte.weight", rnd({50257, C})}, {"wpe.weight", rnd({64, C})},       {"h.0.ln_1.weight", rnd({C})},
+          {"h.0.ln_1.bias", rnd({C})},     {"h.0.attn.c_attn.weight", rnd({C, 3 * C})}, {"h.0.attn.c_attn.bias", rnd({3 * C})},
+          {"h.0.attn.c_proj.weight", rnd({C, C})}, {"h.0.attn.c_proj.bias", rnd({C})}, {"h.0.ln_2.weight", rnd({C})},
+          {"h.0.ln_2.bias", rnd({C})},     {"h.0.mlp.c_fc.weight", rnd({C, 4 * C})}, {"h.0.mlp.c_fc.bias", rnd({4 * C})},
+          {"h.0.mlp.c_proj.weight", rnd({4 * C, C})}, {"h.0.mlp.c_proj.bias", rnd({C})}, {"ln_f.weight", rnd({C})},
+          {"ln_f.bias", rnd({C})}};
+    save_safetensors(dir / "model.safetensors", ts, {{"format", "pt"}});
+    for (const char* f : {"vocab.json", "merges.txt"})
+        std::filesystem::copy_file(repo_root() / "models" / "gpt2-tokenizer" / f, dir / f);
+}
+
+}  // namespace
+
+TEST_CASE("cli: help and usage errors") {
+    Run r = run_stac({"--help"});
+    CHECK(r.rc == 0);
+    for (const char* c : {"generate", "chat", "tokenize", "logits", "inspect"}) CHECK(r.out.find(c) != std::string::npos);
+    CHECK(run_stac({}).rc == 2);
+    r = run_stac({"frobnicate"});
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("unknown command 'frobnicate'") != std::string::npos);
+    for (const char* c : {"generate", "chat", "tokenize", "logits", "inspect"}) {
+        r = run_stac({c, "--help"});
+        CHECK(r.rc == 0);
+        CHECK(r.out.find(std::string("Usage: stac ") + c) != std::string::npos);
+    }
+    const std::string m = gpt2_fixture("tiny-gelu-f32").string();
+    r = run_stac({"logits", "--model", m, "--bogus"});
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("unknown option --bogus") != std::string::npos);
+    r = run_stac({"logits", "--model", m});
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("exactly one of --prompt TEXT and --ids LIST") != std::string::npos);
+    r = run_stac({"logits", "--model", m, "--ids", "1,abc"});
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("'abc' is not a token id") != std::string::npos);
+    r = run_stac({"generate", "--model", m, "--ids", "1", "--top-p", "2"});
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("--top-p") != std::string::npos);
+    r = run_stac({"logits", "--ids", "1"});
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("--model") != std::string::npos);
+}
+
+TEST_CASE("cli: errors exit 1 with a message naming the problem") {
+    const std::string m = gpt2_fixture("tiny-gelu-f32").string();
+    Run r = run_stac({"logits", "--model", "/nonexistent/model", "--ids", "1"});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("/nonexistent/model: model directory not found") != std::string::npos);
+    r = run_stac({"logits", "--model", m, "--ids", "1,99999"});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("token id 99999") != std::string::npos);
+    r = run_stac({"generate", "--model", m, "--prompt", "hello"});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("has no tokenizer files") != std::string::npos);
+    std::vector<std::string> many;
+    r = run_stac({"logits", "--model", m, "--ids", join_ids(std::vector<int32_t>(65, 1))});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("exceed the model's context of 64") != std::string::npos);
+
+    TempDir tmp;
+    copy_model(gpt2_fixture("tiny-gelu-f32"), tmp / "m");
+    std::filesystem::resize_file(tmp / "m" / "model.safetensors", 1000);
+    r = run_stac({"inspect", "--model", (tmp / "m").string()});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("model.safetensors") != std::string::npos);
+    CHECK(r.out.empty());
+}
+
+TEST_CASE("cli: logits JSON equals transformers, batched and --incremental") {
+    const auto dir = gpt2_fixture("tiny-relu-f16");
+    const auto ref = load_reference(dir);
+    const auto& c = ref.at(1);
+    for (bool inc : {false, true}) {
+        std::vector<std::string> args = {"logits", "--model", dir.string(), "--ids", join_ids(c.ids)};
+        if (inc) args.push_back("--incremental");
+        const Run r = run_stac(args);
+        REQUIRE(r.rc == 0);
+        const json j = json::parse(r.out);
+        CHECK(j["incremental"] == inc);
+        CHECK(j["ids"].get<std::vector<int32_t>>() == c.ids);
+        const auto rows = j["logits"].get<std::vector<std::vector<float>>>();
+        REQUIRE(rows.size() == c.ids.size());
+        float worst = 0;
+        for (size_t t = 0; t < rows.size(); ++t)
+            worst = std::max(worst, max_abs_diff(rows[t].data(), c.logits.data() + t * size_t(c.vocab), size_t(c.vocab)));
+        CHECK(worst <= 1e-4f);
+        // greedy = argmax per position of the reference logits
+        const auto greedy = j["greedy"].get<std::vector<int32_t>>();
+        for (size_t t = 0; t < rows.size(); ++t) {
+            const float* row = c.logits.data() + t * size_t(c.vocab);
+            CHECK(greedy[t] == int32_t(std::max_element(row, row + c.vocab) - row));
+        }
+    }
+}
+
+TEST_CASE("cli: generate --json continues greedily as transformers does") {
+    for (const char* name : {"tiny-gelu-f32", "tiny-gelu-bf16-published"}) {
+        const auto dir = gpt2_fixture(name);
+        for (const auto& c : load_reference(dir)) {
+            if (c.greedy.empty()) continue;
+            const Run r = run_stac({"generate", "--model", dir.string(), "--ids", join_ids(c.ids), "--max-new-tokens",
+                                std::to_string(c.greedy.size()), "--json", "--quiet"});
+            REQUIRE(r.rc == 0);
+            CHECK(json::parse(r.out)["new_ids"].get<std::vector<int32_t>>() == c.greedy);
+        }
+    }
+}
+
+TEST_CASE("cli: inspect, tokenize and chat on a model with the GPT-2 tokenizer") {
+    TempDir tmp;
+    const auto dir = tmp / "text-model";
+    make_text_model(dir);
+    Run r = run_stac({"inspect", "--model", dir.string(), "--json"});
+    REQUIRE(r.rc == 0);
+    const json j = json::parse(r.out);
+    CHECK(j["parameters"] == 50257 * 8 + 64 * 8 + (4 * 8 + 8 * 24 + 24 + 64 + 8 + 8 * 32 + 32 + 32 * 8 + 8) + 16);
+    CHECK(j["tokenizer"]["vocab_size"] == 50257);
+
+    // Token ids recorded by tiktoken (tests/fixtures/tokenizer).
+    const json cases = read_json_file(fixtures() / "tokenizer" / "gpt2_tiktoken.json")["cases"];
+    int checked = 0;
+    for (const auto& c : cases) {
+        const std::string text = c["text"];
+        if (text.empty() || text.size() > 200 || text[0] == '-' || !c["allow_special"].get<bool>()) continue;
+        if (++checked > 5) break;
+        r = run_stac({"tokenize", "--model", dir.string(), "--", text});
+        REQUIRE(r.rc == 0);
+        CHECK(json::parse(r.out).get<std::vector<int32_t>>() == c["ids"].get<std::vector<int32_t>>());
+        r = run_stac({"tokenize", "--model", dir.string(), "--decode", c["ids"].dump()});
+        CHECK(r.out == text + "\n");
+    }
+    CHECK(checked > 0);
+    r = run_stac({"tokenize", "--model", dir.string()}, "Hello world");
+    CHECK(r.out == "[15496,995]\n");
+
+    // Two turns, a reset, a third: three replies, exit 0.
+    r = run_stac({"chat", "--model", dir.string(), "--max-new-tokens", "5", "--seed", "3"}, "Hi there\nHow are you?\n/reset\nAgain\n");
+    CHECK(r.rc == 0);
+    size_t replies = 0;
+    for (size_t p = r.out.find("Assistant:"); p != std::string::npos; p = r.out.find("Assistant:", p + 1)) ++replies;
+    CHECK(replies == 3);
+    CHECK(r.out.find("[conversation reset]") != std::string::npos);
+    // Same seed, same transcript.
+    CHECK(run_stac({"chat", "--model", dir.string(), "--max-new-tokens", "5", "--seed", "3"}, "Hi there\nHow are you?\n/reset\nAgain\n").out == r.out);
+    // A context too small for the turns: the window moves and says so, nothing crashes.
+    r = run_stac({"chat", "--model", dir.string(), "--max-new-tokens", "8", "--max-context", "16"},
+             "one two three four five six\nseven eight nine ten\n");
+    CHECK(r.rc == 0);
+    CHECK(r.err.find("context window full") != std::string::npos);
+}

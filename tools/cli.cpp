@@ -1,0 +1,224 @@
+#include "tools/cli.h"
+
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "models/model_dir.h"
+
+namespace stac::cli {
+
+namespace fs = std::filesystem;
+
+ArgParser::ArgParser(std::string command, std::string synopsis, std::string description)
+    : command_(std::move(command)), synopsis_(std::move(synopsis)), description_(std::move(description)) {
+    flag("help", "show this help and exit");
+}
+
+ArgParser& ArgParser::option(const std::string& name, const std::string& metavar, const std::string& help,
+                             const std::string& def) {
+    opts_.push_back({name, metavar, help, def, false});
+    return *this;
+}
+
+ArgParser& ArgParser::flag(const std::string& name, const std::string& help) {
+    opts_.push_back({name, "", help, "", true});
+    return *this;
+}
+
+ArgParser& ArgParser::positionals(const std::string& metavar, const std::string& help) {
+    takes_positionals_ = true;
+    pos_metavar_ = metavar;
+    pos_help_ = help;
+    return *this;
+}
+
+const ArgParser::Opt* ArgParser::find(const std::string& name) const {
+    for (const Opt& o : opts_)
+        if (o.name == name) return &o;
+    return nullptr;
+}
+
+bool ArgParser::parse(int argc, char** argv, int first) {
+    bool only_positionals = false;
+    for (int i = first; i < argc; ++i) {
+        std::string a = argv[i];
+        if (only_positionals || a.size() < 2 || a[0] != '-' || (a[1] != '-' && !(a == "-h"))) {
+            if (!takes_positionals_) throw UsageError(fmt::format("unexpected argument '{}'", a));
+            args_.push_back(a);
+            continue;
+        }
+        if (a == "--") {
+            only_positionals = true;
+            continue;
+        }
+        if (a == "-h") a = "--help";
+        std::string name = a.substr(2), value;
+        bool has_value = false;
+        if (const auto eq = name.find('='); eq != std::string::npos) {
+            value = name.substr(eq + 1);
+            name.resize(eq);
+            has_value = true;
+        }
+        const Opt* o = find(name);
+        if (!o) throw UsageError(fmt::format("unknown option --{}", name));
+        if (o->is_flag) {
+            if (has_value) throw UsageError(fmt::format("option --{} takes no value", name));
+            values_.insert_or_assign(name, std::string(1, '1'));  // not = "1": GCC 12 -Wrestrict false positive
+        } else {
+            if (!has_value) {
+                if (i + 1 >= argc) throw UsageError(fmt::format("option --{} needs a value ({})", name, o->metavar));
+                value = argv[++i];
+            }
+            values_[name] = value;
+        }
+    }
+    if (has("help")) {
+        std::fputs(help().c_str(), stdout);
+        return false;
+    }
+    return true;
+}
+
+bool ArgParser::has(const std::string& name) const { return values_.count(name) != 0; }
+
+std::string ArgParser::get(const std::string& name) const {
+    if (auto it = values_.find(name); it != values_.end()) return it->second;
+    const Opt* o = find(name);
+    return o ? o->def : std::string();
+}
+
+int64_t ArgParser::get_int(const std::string& name, int64_t lo, int64_t hi) const {
+    const std::string s = get(name);
+    int64_t v = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (s.empty() || ec != std::errc() || end != s.data() + s.size())
+        throw UsageError(fmt::format("--{} expects an integer, got '{}'", name, s));
+    if (v < lo || v > hi) throw UsageError(fmt::format("--{} = {} is out of range [{}, {}]", name, v, lo, hi));
+    return v;
+}
+
+double ArgParser::get_double(const std::string& name) const {
+    const std::string s = get(name);
+    char* end = nullptr;
+    const double v = std::strtod(s.c_str(), &end);
+    if (s.empty() || *end != '\0' || !std::isfinite(v))
+        throw UsageError(fmt::format("--{} expects a number, got '{}'", name, s));
+    return v;
+}
+
+std::string ArgParser::help() const {
+    std::string h = fmt::format("Usage: stac {} {}\n\n{}\n", command_, synopsis_, description_);
+    if (takes_positionals_) h += fmt::format("\nArguments:\n  {:<28} {}\n", pos_metavar_, pos_help_);
+    h += "\nOptions:\n";
+    for (const Opt& o : opts_) {
+        const std::string left = o.is_flag ? "--" + o.name : "--" + o.name + " " + o.metavar;
+        std::string right = o.help;
+        if (!o.def.empty()) right += fmt::format(" (default: {})", o.def);
+        h += fmt::format("  {:<28} {}\n", left, right);
+    }
+    return h;
+}
+
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& option) {
+    std::vector<int32_t> ids;
+    std::string t = text;
+    if (!t.empty() && t.front() == '[') t = t.substr(1);
+    if (!t.empty() && t.back() == ']') t.pop_back();
+    size_t i = 0;
+    while (i < t.size()) {
+        while (i < t.size() && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n')) ++i;
+        size_t j = i;
+        while (j < t.size() && t[j] != ',') ++j;
+        std::string tok = t.substr(i, j - i);
+        while (!tok.empty() && (tok.back() == ' ' || tok.back() == '\t' || tok.back() == '\n')) tok.pop_back();
+        int64_t v = 0;
+        const auto [end, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
+        if (tok.empty() || ec != std::errc() || end != tok.data() + tok.size() || v < INT32_MIN || v > INT32_MAX)
+            throw UsageError(fmt::format("--{}: '{}' is not a token id (expected a list like 1,2,3)", option, tok));
+        ids.push_back(int32_t(v));
+        i = j + 1;
+    }
+    if (ids.empty()) throw UsageError(fmt::format("--{}: no token ids given", option));
+    return ids;
+}
+
+void add_model_option(ArgParser& p) {
+    p.option("model", "DIR", "model directory (Hugging Face GPT-2 layout: config.json, model.safetensors, vocab.json, merges.txt)");
+}
+
+void add_sampling_options(ArgParser& p, const SamplingOptions& d) {
+    p.option("temperature", "T", "sampling temperature; 0 = greedy", fmt::format("{}", d.temperature));
+    p.option("top-k", "K", "sample from the K most likely tokens; 0 = off", fmt::format("{}", d.top_k));
+    p.option("top-p", "P", "nucleus sampling: smallest set with probability >= P; 1 = off", fmt::format("{}", d.top_p));
+    p.option("repetition-penalty", "R", "divide (or multiply, if negative) logits of tokens already in the context by R; 1 = off",
+             fmt::format("{}", d.repetition_penalty));
+    p.option("seed", "S", "random seed (same seed, same tokens)", fmt::format("{}", d.seed));
+}
+
+SamplingOptions sampling_from(const ArgParser& p) {
+    SamplingOptions s;
+    s.temperature = float(p.get_double("temperature"));
+    s.top_k = int(p.get_int("top-k", 0, INT32_MAX));
+    s.top_p = float(p.get_double("top-p"));
+    s.repetition_penalty = float(p.get_double("repetition-penalty"));
+    s.seed = uint64_t(p.get_int("seed", 0, INT64_MAX));
+    try {
+        s.validate();
+    } catch (const Error& e) {
+        throw UsageError(e.what());
+    }
+    return s;
+}
+
+const Tokenizer& OpenModel::need_tokenizer(const std::string& why) const {
+    if (!tokenizer) fail("{}: has no tokenizer files (vocab.json + merges.txt), needed {}", dir.string(), why);
+    return *tokenizer;
+}
+
+fs::path model_dir_from(const ArgParser& p) {
+    if (p.has("model")) return p.get("model");
+    if (const char* env = std::getenv("STAC_MODEL"); env && *env) return env;
+    throw UsageError("no model given: pass --model DIR (or set STAC_MODEL)");
+}
+
+OpenModel open_model(const ArgParser& p) {
+    OpenModel m;
+    m.dir = model_dir_from(p);
+    m.model = load_language_model(m.dir);
+    m.tokenizer = load_tokenizer(m.dir);
+    if (m.tokenizer && m.tokenizer->vocab_size() > m.model->info().vocab_size)
+        fail("{}: the tokenizer has {} tokens but the model's vocab_size is {}", m.dir.string(),
+             m.tokenizer->vocab_size(), m.model->info().vocab_size);
+    return m;
+}
+
+std::vector<int32_t> prompt_ids(const ArgParser& p, const OpenModel& m) {
+    if (p.has("prompt") == p.has("ids")) throw UsageError("give exactly one of --prompt TEXT and --ids LIST");
+    if (p.has("ids")) return parse_id_list(p.get("ids"), "ids");
+    std::vector<int32_t> ids = m.need_tokenizer("for --prompt").encode(p.get("prompt"));
+    if (ids.empty()) throw UsageError("--prompt is empty");
+    return ids;
+}
+
+std::string json_float_array(const float* x, int64_t n) {
+    std::string s = "[";
+    for (int64_t i = 0; i < n; ++i) {
+        if (i) s += ',';
+        if (std::isfinite(x[i])) fmt::format_to(std::back_inserter(s), "{}", x[i]);
+        else s += "null";  // JSON has no inf/NaN
+    }
+    return s + "]";
+}
+
+std::string json_int_array(const int32_t* x, int64_t n) {
+    std::string s = "[";
+    for (int64_t i = 0; i < n; ++i) fmt::format_to(std::back_inserter(s), "{}{}", i ? "," : "", x[i]);
+    return s + "]";
+}
+
+}  // namespace stac::cli

@@ -1,0 +1,87 @@
+// The stac command line: a small option parser with generated --help, and helpers shared by the
+// subcommands. Exit codes: 0 success, 1 error (stac::Error), 2 bad usage (UsageError).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "models/language_model.h"
+#include "models/sampler.h"
+#include "models/tokenizer.h"
+
+namespace stac::cli {
+
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+class ArgParser {
+public:
+    ArgParser(std::string command, std::string synopsis, std::string description);
+    // An option taking a value ("--name VALUE" or "--name=VALUE"); def is shown in --help.
+    ArgParser& option(const std::string& name, const std::string& metavar, const std::string& help,
+                      const std::string& def = "");
+    ArgParser& flag(const std::string& name, const std::string& help);
+    // Free arguments, described in --help.
+    ArgParser& positionals(const std::string& metavar, const std::string& help);
+
+    // Parses argv[first..]; returns false when --help was asked (help already printed to stdout).
+    bool parse(int argc, char** argv, int first);
+
+    bool has(const std::string& name) const;  // given on the command line (or a flag set)
+    std::string get(const std::string& name) const;  // value or default ("" if none)
+    int64_t get_int(const std::string& name, int64_t lo, int64_t hi) const;
+    double get_double(const std::string& name) const;
+    const std::vector<std::string>& args() const { return args_; }
+    std::string help() const;
+
+private:
+    struct Opt {
+        std::string name, metavar, help, def;
+        bool is_flag = false;
+    };
+    const Opt* find(const std::string& name) const;
+    std::string command_, synopsis_, description_, pos_metavar_, pos_help_;
+    bool takes_positionals_ = false;
+    std::vector<Opt> opts_;
+    std::map<std::string, std::string> values_;
+    std::vector<std::string> args_;
+};
+
+// "1,2,3" or "[1, 2, 3]" -> ids (UsageError on anything else)
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& option);
+
+// Options every model-taking command shares.
+void add_model_option(ArgParser& p);
+void add_sampling_options(ArgParser& p, const SamplingOptions& defaults);
+SamplingOptions sampling_from(const ArgParser& p);
+
+// A model directory opened for a command: the model and, if the directory has one, its tokenizer.
+struct OpenModel {
+    std::filesystem::path dir;
+    std::unique_ptr<LanguageModel> model;
+    std::unique_ptr<Tokenizer> tokenizer;
+    const Tokenizer& need_tokenizer(const std::string& why) const;  // throws naming the directory
+};
+std::filesystem::path model_dir_from(const ArgParser& p);
+OpenModel open_model(const ArgParser& p);
+
+// The prompt ids of --prompt TEXT or --ids LIST (exactly one of them).
+std::vector<int32_t> prompt_ids(const ArgParser& p, const OpenModel& m);
+
+std::string json_float_array(const float* x, int64_t n);
+std::string json_int_array(const int32_t* x, int64_t n);
+
+int cmd_generate(int argc, char** argv);
+int cmd_chat(int argc, char** argv);
+int cmd_tokenize(int argc, char** argv);
+int cmd_logits(int argc, char** argv);
+int cmd_inspect(int argc, char** argv);
+
+}  // namespace stac::cli
