@@ -40,6 +40,14 @@ std::string load_error(const std::filesystem::path& dir) {
     return "";
 }
 
+// Copies a fixture model to `dir` with one config.json value changed.
+void copy_with_config(const std::filesystem::path& src, const std::filesystem::path& dir, const char* key, json value) {
+    copy_model(src, dir);
+    json j = read_json_file(dir / "config.json");
+    j[key] = std::move(value);
+    write_json_file(dir / "config.json", j);
+}
+
 // Rewrites DIR/model.safetensors through `edit` (a list of name/tensor pairs to change).
 template <typename F>
 void rewrite_weights(const std::filesystem::path& dir, F edit) {
@@ -187,26 +195,17 @@ TEST_CASE("gpt2: malformed or mismatched model directories are refused, naming t
         CHECK(load_error(dir).find("not valid JSON") != std::string::npos);
     }
     SUBCASE("config disagrees with the weights: shape named with file and tensor") {
-        copy_model(src, dir);
-        json j = read_json_file(dir / "config.json");
-        j["vocab_size"] = 999;
-        write_json_file(dir / "config.json", j);
+        copy_with_config(src, dir, "vocab_size", 999);
         const std::string e = load_error(dir);
         CHECK(e.find("model.safetensors: tensor transformer.wte.weight has shape [1000, 64], expected [999, 64]") !=
               std::string::npos);
     }
     SUBCASE("fewer layers in config than in the file: unexpected tensor") {
-        copy_model(src, dir);
-        json j = read_json_file(dir / "config.json");
-        j["n_layer"] = 1;
-        write_json_file(dir / "config.json", j);
+        copy_with_config(src, dir, "n_layer", 1);
         CHECK(load_error(dir).find("unexpected tensor transformer.h.1.") != std::string::npos);
     }
     SUBCASE("more layers in config than in the file: missing tensor") {
-        copy_model(src, dir);
-        json j = read_json_file(dir / "config.json");
-        j["n_layer"] = 3;
-        write_json_file(dir / "config.json", j);
+        copy_with_config(src, dir, "n_layer", 3);
         CHECK(load_error(dir).find("missing tensor transformer.h.2.ln_1.weight") != std::string::npos);
     }
     SUBCASE("truncated weights file") {
@@ -234,10 +233,7 @@ TEST_CASE("gpt2: malformed or mismatched model directories are refused, naming t
               std::string::npos);
     }
     SUBCASE("untied config without lm_head.weight") {
-        copy_model(src, dir);
-        json j = read_json_file(dir / "config.json");
-        j["tie_word_embeddings"] = false;
-        write_json_file(dir / "config.json", j);
+        copy_with_config(src, dir, "tie_word_embeddings", false);
         CHECK(load_error(dir).find("no lm_head.weight") != std::string::npos);
     }
     SUBCASE("a stray tensor") {
