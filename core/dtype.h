@@ -11,10 +11,12 @@
 
 namespace stac {
 
-enum class DType : uint8_t { F32, F16, BF16, I32, I8, U8 };
+// F64 holds the exact integer-valued weights of the spiking model's linear layers (convert/).
+enum class DType : uint8_t { F32, F16, BF16, I32, I8, U8, F64 };
 
 constexpr size_t dtype_size(DType t) {
     switch (t) {
+        case DType::F64: return 8;
         case DType::F32: case DType::I32: return 4;
         case DType::F16: case DType::BF16: return 2;
         case DType::I8: case DType::U8: return 1;
@@ -31,6 +33,7 @@ constexpr std::string_view dtype_name(DType t) {
         case DType::I32: return "I32";
         case DType::I8: return "I8";
         case DType::U8: return "U8";
+        case DType::F64: return "F64";
     }
     return "?";
 }

@@ -9,7 +9,7 @@
 namespace stac {
 
 std::optional<DType> dtype_from_name(std::string_view name) {
-    for (DType t : {DType::F32, DType::F16, DType::BF16, DType::I32, DType::I8, DType::U8})
+    for (DType t : {DType::F32, DType::F16, DType::BF16, DType::I32, DType::I8, DType::U8, DType::F64})
         if (dtype_name(t) == name) return t;
     return std::nullopt;
 }
@@ -170,6 +170,7 @@ void convert_elements(void* dst, DType dst_dtype, const void* src, DType src_dty
             case DType::I32: return static_cast<float>(static_cast<const int32_t*>(src)[i]);
             case DType::I8: return static_cast<const int8_t*>(src)[i];
             case DType::U8: return static_cast<const uint8_t*>(src)[i];
+            case DType::F64: return float(static_cast<const double*>(src)[i]);
         }
         return 0.0f;
     };

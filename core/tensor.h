@@ -65,6 +65,7 @@ template <> struct dtype_of<float> { static constexpr DType value = DType::F32; 
 template <> struct dtype_of<int32_t> { static constexpr DType value = DType::I32; };
 template <> struct dtype_of<int8_t> { static constexpr DType value = DType::I8; };
 template <> struct dtype_of<uint8_t> { static constexpr DType value = DType::U8; };
+template <> struct dtype_of<double> { static constexpr DType value = DType::F64; };
 // f16 and bf16 are both stored as uint16_t: use raw_data<uint16_t>() after checking dtype().
 
 class Tensor {

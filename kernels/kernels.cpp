@@ -1,30 +1,15 @@
 #include "kernels/kernels.h"
 
+#include "kernels/check.h"
 #include "kernels/cpu/ops.h"
 
 namespace stac::kernels {
 
+using detail::need_shape;
+using detail::same_device;
+
 namespace {
-
-void need_f32(const Tensor& t, const char* op, const char* what) {
-    if (!t.defined()) fail("{}: {} is undefined", op, what);
-    if (t.dtype() != DType::F32) fail("{}: {} is {}, expected F32", op, what, t.describe());
-}
-
-void need_shape(const Tensor& t, const Shape& s, const char* op, const char* what) {
-    if (!(t.shape() == s)) fail("{}: {} has shape {}, expected {}", op, what, t.shape().str(), s.str());
-}
-
-// All operands on one device; returns it. CUDA kernels are not built yet: say so clearly.
-Device same_device(const char* op, std::initializer_list<const Tensor*> ts) {
-    Device d = (*ts.begin())->device();
-    for (const Tensor* t : ts)
-        if (t->defined() && t->device() != d)
-            fail("{}: operands on different devices ({} and {})", op, d.str(), t->device().str());
-    if (!d.is_cpu()) fail("{}: no CUDA kernel yet for this op (device {})", op, d.str());
-    return d;
-}
-
+void need_f32(const Tensor& t, const char* op, const char* what) { detail::need(t, DType::F32, op, what); }
 }  // namespace
 
 void linear(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b) {

@@ -349,10 +349,10 @@ TEST_CASE("safetensors: malformed files throw errors naming the file and the pro
 TEST_CASE("safetensors: dtypes stac does not hold, missing names and misaligned data") {
     TempDir dir;
 
-    // BOOL (and F64, rank 5) are valid safetensors: the file opens, only tensor() refuses them.
+    // BOOL (and I64, rank 5) are valid safetensors: the file opens, only tensor() refuses them.
     const std::string header =
         R"({"flags": {"dtype":"BOOL","shape":[3],"data_offsets":[0,3]},)"
-        R"( "wide": {"dtype":"F64","shape":[1],"data_offsets":[8,16]},)"
+        R"( "wide": {"dtype":"I64","shape":[1],"data_offsets":[8,16]},)"
         R"( "deep": {"dtype":"U8","shape":[1,1,1,1,2],"data_offsets":[16,18]}})";
     const fs::path p = dir / "bool.safetensors";
     write_bytes(p, st_file(header, 18, '\x01'));
@@ -371,7 +371,7 @@ TEST_CASE("safetensors: dtypes stac does not hold, missing names and misaligned 
     CHECK(contains(msg, "flags"));
     CHECK(contains(msg, "BOOL"));
     msg = error_of([&] { (void)f.tensor("wide"); });
-    CHECK(contains(msg, "F64"));
+    CHECK(contains(msg, "I64"));
     msg = error_of([&] { (void)f.tensor("deep"); });
     CHECK(contains(msg, "deep"));
     CHECK(contains(msg, "rank 5"));

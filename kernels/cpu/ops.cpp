@@ -95,6 +95,29 @@ void attention(float* out, int64_t ldo, const float* q, int64_t ldq, const float
     }
 }
 
+void attention_scores(float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P, int64_t H,
+                      int64_t D, int64_t cap, float scale) {
+    const int64_t L = P + T;
+    for (int64_t h = 0; h < H; ++h) {
+        Eigen::Map<const RowMat, 0, Strided> Q(q + h * D, T, D, Strided(ldq));
+        Eigen::Map<const RowMat> K(kc + h * cap * D, L, D);
+        Eigen::Map<RowMat> S(scores + h * T * L, T, L);
+        S.noalias() = (Q * K.transpose()) * scale;
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t j = P + t + 1; j < L; ++j) S(t, j) = 0.0f;
+    }
+}
+
+void attention_pv(float* out, int64_t ldo, const float* probs, const float* vc, int64_t T, int64_t P, int64_t H,
+                  int64_t D, int64_t cap) {
+    const int64_t L = P + T;
+    for (int64_t h = 0; h < H; ++h) {
+        Eigen::Map<const RowMat> Pm(probs + h * T * L, T, L), V(vc + h * cap * D, L, D);
+        Eigen::Map<RowMat, 0, Strided> O(out + h * D, T, D, Strided(ldo));
+        O.noalias() = Pm * V;
+    }
+}
+
 void matmul_nt(float* logits, const float* x, const float* e, int64_t T, int64_t C, int64_t V) {
     Eigen::Map<const RowMat> X(x, T, C), E(e, V, C);
     Eigen::Map<RowMat> O(logits, T, V);

@@ -21,6 +21,13 @@ void kv_append(float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, 
 // Causal attention, see ref::attention. scratch holds T * (P + T) floats.
 void attention(float* out, int64_t ldo, const float* q, int64_t ldq, const float* kc, const float* vc, int64_t T,
                int64_t P, int64_t H, int64_t D, int64_t cap, float scale, float* scratch);
+// Attention in explicit steps (the spiking model and calibration need the probabilities):
+// scores[H, T, L] = q · k * scale for keys j <= P + t (others 0), L = P + T; q rows of stride ldq.
+void attention_scores(float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P, int64_t H,
+                      int64_t D, int64_t cap, float scale);
+// out[T, H*D] (row stride ldo) = probs[H, T, L] · v
+void attention_pv(float* out, int64_t ldo, const float* probs, const float* vc, int64_t T, int64_t P, int64_t H,
+                  int64_t D, int64_t cap);
 // logits[T, V] = x[T, C] · e[V, C]^T
 void matmul_nt(float* logits, const float* x, const float* e, int64_t T, int64_t C, int64_t V);
 

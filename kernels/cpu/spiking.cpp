@@ -1,0 +1,249 @@
+#include "kernels/cpu/spiking.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <Eigen/Core>
+
+#include "kernels/spiking_math.h"
+
+namespace stac::cpu {
+
+using namespace stac::spiking;
+using RowMatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+void quantize(int8_t* counts, const float* x, int64_t T, int64_t N, const float* inv, bool per_col, int n_min, int n_max) {
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < N; ++i)
+            counts[t * N + i] = int8_t(quant_count(x[t * N + i] * inv[per_col ? i : 0], n_min, n_max));
+}
+
+int64_t neurons_layerwise(int8_t* counts, int8_t* spikes, const float* x, int64_t T, int64_t N, const float* inv,
+                          bool per_col, int n_min, int n_max, int S) {
+    int64_t events = 0;
+    const int64_t TN = T * N;
+    for (int64_t k = 0; k < TN; ++k) {
+        const int32_t U = to_fixed(x[k] * inv[per_col ? k % N : 0], n_min, n_max);
+        // constant_current(U, s, S) incrementally: q + carry of the running remainder (Bresenham).
+        const int32_t q = U >= 0 ? U / S : -((-U + S - 1) / S);
+        const int32_t r = U - q * S;  // 0 <= r < S
+        int32_t e = 0, v = kMembraneStart, n = 0;
+        if (spikes) {
+            for (int s = 0; s < S; ++s) {
+                e += r;
+                const int32_t carry = e >= S;
+                e -= carry * S;
+                const int32_t sp = if_step(v, n, q + carry, n_min, n_max);
+                spikes[int64_t(s) * TN + k] = int8_t(sp);
+                events += sp != 0;
+            }
+        } else {
+            for (int s = 0; s < S; ++s) {
+                e += r;
+                const int32_t carry = e >= S;
+                e -= carry * S;
+                events += if_step(v, n, q + carry, n_min, n_max) != 0;
+            }
+        }
+        counts[k] = int8_t(n);
+    }
+    return events;
+}
+
+int64_t neurons_step(int32_t* v, int32_t* n, int8_t* spikes, const float* increment, int64_t T, int64_t N,
+                     const float* inv, bool per_col, int n_min, int n_max) {
+    int64_t events = 0;
+    for (int64_t k = 0; k < T * N; ++k) {
+        const int32_t I = to_fixed(increment[k] * inv[per_col ? k % N : 0], n_min, n_max);
+        const int32_t sp = if_step(v[k], n[k], I, n_min, n_max);
+        spikes[k] = int8_t(sp);
+        events += sp != 0;
+    }
+    return events;
+}
+
+void finish_linear(float* out, const double* acc, int64_t T, int64_t N, const float* mult, const float* b) {
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < N; ++j) {
+            const float y = float(acc[t * N + j]) * mult[j];
+            out[t * N + j] = b ? y + b[j] : y;
+        }
+}
+
+void linear_counts(float* out, const int8_t* counts, int64_t T, int64_t K, const double* w, int64_t N,
+                   const float* mult, const float* b, double* scratch) {
+    double* xd = scratch;
+    double* acc = scratch + T * K;
+    for (int64_t i = 0; i < T * K; ++i) xd[i] = counts[i];
+    Eigen::Map<const RowMatD> X(xd, T, K), W(w, K, N);
+    Eigen::Map<RowMatD> A(acc, T, N);
+    A.noalias() = X * W;
+    finish_linear(out, acc, T, N, mult, b);
+}
+
+int64_t linear_spikes(float* out, const int8_t* spikes, int S, int64_t T, int64_t K, const double* w, int64_t N,
+                      const float* mult, const float* b, double* acc) {
+    std::fill(acc, acc + T * N, 0.0);
+    int64_t ops = 0;
+    for (int s = 0; s < S; ++s)
+        for (int64_t t = 0; t < T; ++t) {
+            const int8_t* sp = spikes + (int64_t(s) * T + t) * K;
+            double* a = acc + t * N;
+            for (int64_t k = 0; k < K; ++k) {
+                if (sp[k] == 0) continue;
+                const double* row = w + k * N;
+                if (sp[k] > 0)
+                    for (int64_t j = 0; j < N; ++j) a[j] += row[j];
+                else
+                    for (int64_t j = 0; j < N; ++j) a[j] -= row[j];
+                ops += N;
+            }
+        }
+    finish_linear(out, acc, T, N, mult, b);
+    return ops;
+}
+
+void scores_counts(int32_t* scores, const int8_t* nq, const int8_t* kc, int64_t T, int64_t P, int64_t H, int64_t D,
+                   int64_t cap) {
+    const int64_t L = P + T, C = H * D;
+    for (int64_t h = 0; h < H; ++h)
+        for (int64_t t = 0; t < T; ++t) {
+            int32_t* row = scores + (h * T + t) * L;
+            const int8_t* q = nq + t * C + h * D;
+            for (int64_t j = 0; j <= P + t; ++j) {
+                const int8_t* k = kc + (h * cap + j) * D;
+                int32_t acc = 0;
+                for (int64_t d = 0; d < D; ++d) acc += int32_t(q[d]) * int32_t(k[d]);
+                row[j] = acc;
+            }
+            for (int64_t j = P + t + 1; j < L; ++j) row[j] = 0;
+        }
+}
+
+void pv_counts(int32_t* out, const int8_t* np, const int8_t* vc, int64_t T, int64_t P, int64_t H, int64_t D,
+               int64_t cap) {
+    const int64_t L = P + T, C = H * D;
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < H; ++h) {
+            int32_t* o = out + t * C + h * D;
+            std::fill(o, o + D, 0);
+            const int8_t* p = np + (h * T + t) * L;
+            for (int64_t j = 0; j <= P + t; ++j) {
+                if (p[j] == 0) continue;
+                const int8_t* v = vc + (h * cap + j) * D;
+                for (int64_t d = 0; d < D; ++d) o[d] += int32_t(p[j]) * int32_t(v[d]);
+            }
+        }
+}
+
+int64_t scores_spikes(int32_t* scores, const int8_t* qs, const int8_t* ks, const int8_t* kc, int S, int64_t T,
+                      int64_t P, int64_t H, int64_t D, int64_t cap, int32_t* run) {
+    const int64_t L = P + T, C = H * D;
+    int32_t* Qr = run;          // [T, C] running sum of q spikes before this step
+    int32_t* Kr = run + T * C;  // [T, C] running sum of the chunk's k spikes up to this step
+    std::fill(run, run + 2 * T * C, 0);
+    std::fill(scores, scores + H * T * L, 0);
+    int64_t ops = 0;
+    for (int s = 0; s < S; ++s) {
+        const int8_t* q = qs + int64_t(s) * T * C;
+        const int8_t* k = ks + int64_t(s) * T * C;
+        for (int64_t i = 0; i < T * C; ++i) Kr[i] += k[i];
+        for (int64_t h = 0; h < H; ++h)
+            for (int64_t t = 0; t < T; ++t) {
+                int32_t* row = scores + (h * T + t) * L;
+                const int8_t* qt = q + t * C + h * D;
+                const int32_t* Qp = Qr + t * C + h * D;
+                // cached keys are constants: the step adds q_t . K_j
+                for (int64_t d = 0; d < D; ++d) {
+                    if (qt[d] == 0) continue;
+                    for (int64_t j = 0; j < P; ++j) row[j] += qt[d] * int32_t(kc[(h * cap + j) * D + d]);
+                    ops += P;
+                }
+                // chunk keys: q_t . K_t + Q_{t-1} . k_t
+                for (int64_t jj = 0; jj <= t; ++jj) {
+                    const int32_t* Kj = Kr + jj * C + h * D;
+                    const int8_t* kj = k + jj * C + h * D;
+                    int32_t acc = 0;
+                    for (int64_t d = 0; d < D; ++d) {
+                        if (qt[d]) acc += qt[d] * Kj[d], ++ops;
+                        if (kj[d]) acc += Qp[d] * kj[d], ++ops;
+                    }
+                    row[P + jj] += acc;
+                }
+            }
+        for (int64_t i = 0; i < T * C; ++i) Qr[i] += q[i];
+    }
+    return ops;
+}
+
+int64_t pv_spikes(int32_t* out, const int8_t* ps, const int8_t* vs, const int8_t* vc, int S, int64_t T, int64_t P,
+                  int64_t H, int64_t D, int64_t cap, int32_t* run) {
+    const int64_t L = P + T, C = H * D;
+    int32_t* Pr = run;              // [H, T, L] running sum of probability spikes before this step
+    int32_t* Vr = run + H * T * L;  // [T, C] running sum of the chunk's v spikes up to this step
+    std::fill(run, run + H * T * L + T * C, 0);
+    std::fill(out, out + T * C, 0);
+    int64_t ops = 0;
+    for (int s = 0; s < S; ++s) {
+        const int8_t* p = ps + int64_t(s) * H * T * L;
+        const int8_t* v = vs + int64_t(s) * T * C;
+        for (int64_t i = 0; i < T * C; ++i) Vr[i] += v[i];
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t h = 0; h < H; ++h) {
+                int32_t* o = out + t * C + h * D;
+                const int8_t* pt = p + (h * T + t) * L;
+                const int32_t* Pp = Pr + (h * T + t) * L;
+                for (int64_t j = 0; j < P; ++j) {  // cached values are constants: p_t V_j
+                    if (pt[j] == 0) continue;
+                    const int8_t* vj = vc + (h * cap + j) * D;
+                    for (int64_t d = 0; d < D; ++d) o[d] += pt[j] * int32_t(vj[d]);
+                    ops += D;
+                }
+                for (int64_t jj = 0; jj <= t; ++jj) {  // chunk values: p_t V_t + P_{t-1} v_t
+                    const int32_t* Vj = Vr + jj * C + h * D;
+                    const int8_t* vj = v + jj * C + h * D;
+                    if (pt[P + jj]) {
+                        for (int64_t d = 0; d < D; ++d) o[d] += pt[P + jj] * Vj[d];
+                        ops += D;
+                    }
+                    if (Pp[P + jj])
+                        for (int64_t d = 0; d < D; ++d)
+                            if (vj[d]) o[d] += Pp[P + jj] * vj[d], ++ops;
+                }
+            }
+        for (int64_t i = 0; i < H * T * L; ++i) Pr[i] += p[i];
+    }
+    return ops;
+}
+
+void kv_append_counts(int8_t* kc, int8_t* vc, const int8_t* nk, const int8_t* nv, int64_t T, int64_t pos0, int64_t H,
+                      int64_t D, int64_t cap) {
+    const int64_t C = H * D;
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < H; ++h) {
+            std::memcpy(kc + (h * cap + pos0 + t) * D, nk + t * C + h * D, size_t(D));
+            std::memcpy(vc + (h * cap + pos0 + t) * D, nv + t * C + h * D, size_t(D));
+        }
+}
+
+void softmax_causal(float* x, int64_t H, int64_t T, int64_t P) {
+    const int64_t L = P + T;
+    for (int64_t h = 0; h < H; ++h)
+        for (int64_t t = 0; t < T; ++t) {
+            float* r = x + (h * T + t) * L;
+            const int64_t len = P + t + 1;
+            float m = -INFINITY;
+            for (int64_t j = 0; j < len; ++j) m = std::max(m, r[j]);
+            float sum = 0;
+            for (int64_t j = 0; j < len; ++j) {
+                r[j] = std::exp(r[j] - m);
+                sum += r[j];
+            }
+            const float inv = 1.0f / sum;
+            for (int64_t j = 0; j < len; ++j) r[j] *= inv;
+            for (int64_t j = len; j < L; ++j) r[j] = 0.0f;
+        }
+}
+
+}  // namespace stac::cpu

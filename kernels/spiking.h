@@ -1,0 +1,61 @@
+// kernels for the spiking network and its QANN, on Tensors (shape checks + device dispatch; the
+// CPU versions are in kernels/cpu/spiking.h, the per-element math in kernels/spiking_math.h).
+// Letters: T tokens, N neurons per token, K inputs, S timesteps, H heads, D head dim, C = H*D,
+// P cached tokens, L = P + T keys, cap cache capacity.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace stac::kernels {
+
+// A site's bounds and inverse thresholds: inv is F32 [1] (per tensor) or [N] (per column).
+struct SiteBounds {
+    const Tensor& inv;
+    int n_min, n_max;
+};
+
+// counts: I8 [T, N] = the QANN quantizer of x: F32 [T, N]
+void quantize(const Tensor& counts, const Tensor& x, const SiteBounds& b);
+// Layer-wise neurons over S steps of constant current; spikes: I8 [S, T, N] or undefined (count
+// path). Returns the spike events.
+int64_t neurons_layerwise(const Tensor& counts, const Tensor& spikes, const Tensor& x, const SiteBounds& b, int S);
+// One streaming step: v, n: I32 [T, N] state; spikes: I8 [T, N]; increment: F32 [T, N].
+int64_t neurons_step(const Tensor& v, const Tensor& n, const Tensor& spikes, const Tensor& increment,
+                     const SiteBounds& b);
+
+// out: F32 [T, N] = float(counts · w) * mult + b; counts: I8 [T, K]; w: F64 [K, N] (integers < 2^23);
+// mult: F32 [N]; b: F32 [N] or undefined; scratch: F64 with at least T*K + T*N elements.
+void linear_counts(const Tensor& out, const Tensor& counts, const Tensor& w, const Tensor& mult, const Tensor& b,
+                   const Tensor& scratch);
+// The same from spikes: I8 [S, T, K]; acc: F64 with at least T*N elements. Returns accumulate ops.
+int64_t linear_spikes(const Tensor& out, const Tensor& spikes, const Tensor& w, const Tensor& mult, const Tensor& b,
+                      const Tensor& acc);
+
+// kc, vc: I8 [H, cap, D] receive the counts nk, nv: I8 [T, C] at rows pos0..pos0+T-1
+void kv_append_counts(const Tensor& kc, const Tensor& vc, const Tensor& nk, const Tensor& nv, int64_t pos0);
+
+// scores: I32 [H, T, L] = nq: I8 [T, C] against kc: I8 [H, cap, D] rows <= P + t
+void scores_counts(const Tensor& scores, const Tensor& nq, const Tensor& kc, int64_t P);
+// out: I32 [T, C] = np: I8 [H, T, L] · vc: I8 [H, cap, D]
+void pv_counts(const Tensor& out, const Tensor& np, const Tensor& vc, int64_t P);
+// Temporal-difference versions on spike trains (qs, ks, vs: I8 [S, T, C]; ps: I8 [S, H, T, L]);
+// run: I32 scratch (2*T*C, resp. H*T*L + T*C). Equal to the count versions on the final counts.
+int64_t scores_spikes(const Tensor& scores, const Tensor& qs, const Tensor& ks, const Tensor& kc, int64_t P,
+                      const Tensor& run);
+int64_t pv_spikes(const Tensor& out, const Tensor& ps, const Tensor& vs, const Tensor& vc, int64_t P,
+                  const Tensor& run);
+
+// out: F32 = float(in: I32) * mult[h], where h is the head of each element: for [H, T, L] the
+// leading index, for [T, C] the column block of width D = C / H. mult: F32 [H].
+void dequantize_heads(const Tensor& out, const Tensor& in, const Tensor& mult);
+
+// x: F32 [H, T, L], in place: causal softmax of every row (keys past P + t set to 0)
+void softmax_causal(const Tensor& x, int64_t P);
+// scores: F32 [H, T, L] = q · k * scale, q the first C columns of qkv: F32 [T, 3C]; kc: F32 [H, cap, D]
+void attention_scores(const Tensor& scores, const Tensor& qkv, const Tensor& kc, int64_t P, float scale);
+// out: F32 [T, C] = probs: F32 [H, T, L] · vc: F32 [H, cap, D]
+void attention_pv(const Tensor& out, const Tensor& probs, const Tensor& vc, int64_t P);
+
+}  // namespace stac::kernels
