@@ -161,7 +161,6 @@ enum Slot : int {
     kScoresI, kScoresF, kNp, kPs, kOi, kRun,         // attention
     kDbl,                                            // F64 scratch of the exact linear layers
     kStreamBase,                                     // first slot of the streaming schedule's state
-    kSlots = kStreamBase + 64
 };
 }  // namespace
 
@@ -174,7 +173,7 @@ public:
             k.push_back(Tensor::zeros({H, cap, D}, dt));
             v.push_back(Tensor::zeros({H, cap, D}, dt));
         }
-        slots_.resize(kSlots);
+        slots_.resize(kStreamBase);
     }
     int64_t length() const override { return len_; }
     int64_t capacity() const override { return cap_; }
@@ -189,6 +188,7 @@ public:
     // (pass the largest size this slot will see for the chunk, e.g. with the cache capacity).
     Tensor buf(int i, const Shape& shape, DType dt, int64_t reserve = 0) {
         const size_t need = size_t(std::max(shape.numel(), reserve)) * dtype_size(dt);
+        if (size_t(i) >= slots_.size()) slots_.resize(size_t(i) + 1);
         auto& s = slots_[size_t(i)];
         if (!s || s->bytes() < need) s = Storage::allocate(need, Device::cpu());
         return Tensor::view_of(s, 0, shape, dt);
@@ -519,8 +519,165 @@ void SpikingGpt2::head(SnnState& st, const Tensor& x, int64_t T, LogitRows rows,
 
 // ---------------------------------------------------------------- streaming schedule
 
-void SpikingGpt2::forward_streaming(std::span<const int32_t>, SnnState&, LogitRows, const Tensor&) const {
-    fail("the streaming schedule is not built yet");
+// All layers advance one timestep together; every neuron integrates what arrives in that step.
+// Linear layers and residual adds act on each step's spikes (biases and the embedding arrive as
+// constant currents of 1/S per step); LayerNorm, softmax, GELU and the attention products are
+// temporal-difference operators: each emits f(X_t) - f(X_{t-1}) of its running input X_t.
+// The chunk's key/value counts are the neurons' running counters, visible to the chunk's queries
+// at every step and stored in the cache when the S steps end.
+void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, LogitRows rows,
+                                    const Tensor& logits) const {
+    const Gpt2Config& cfg = base_->config();
+    const Gpt2Weights& W = base_->weights();
+    const int64_t T = int64_t(ids.size()), P = st.length(), L = P + T, C = cfg.n_embd, H = cfg.n_head,
+                  I = cfg.inner(), cap = st.capacity();
+    const int S = run_.timesteps;
+    const float inv_s = 1.0f / float(S);
+    int slot = kStreamBase;
+    auto B = [&](const Shape& shape, DType dt, int64_t reserve = 0) { return st.buf(slot++, shape, dt, reserve); };
+    auto Z = [&](const Shape& shape, DType dt, int64_t reserve = 0) {
+        Tensor t = B(shape, dt, reserve);
+        std::memset(t.raw(), 0, t.nbytes());
+        return t;
+    };
+    struct Neurons {
+        Tensor v, n, spikes;
+    };
+    auto neurons = [&](const Shape& shape, int64_t reserve = 0) {
+        Neurons x{B(shape, DType::F64, reserve), Z(shape, DType::I32, reserve), B(shape, DType::I8, reserve)};
+        double* v = x.v.data<double>();
+        for (int64_t i = 0; i < x.v.numel(); ++i) v[i] = 0.5;  // half a threshold, as the layer-wise neuron
+        return x;
+    };
+    struct LayerState {
+        Tensor x1, y1, p1, x2, y2, p2;   // LayerNorm TD operators: running input, output, emitted so far
+        Tensor u, g, pg;                 // GELU TD operator on the MLP pre-activation
+        Tensor sf, ps;                   // softmax TD: probabilities now and emitted so far [H, T, L]
+        Tensor of, po;                   // PV product TD: value now and emitted so far [T, C]
+        Neurons a, q, k, v, p, o, m, h;  // the sites
+        Tensor b_attn, b_proj, b_fc, b_fcp;  // biases / S
+    };
+    std::vector<LayerState> ls(size_t(cfg.n_layer));
+    for (int l = 0; l < int(cfg.n_layer); ++l) {
+        LayerState& x = ls[size_t(l)];
+        x.x1 = Z({T, C}, DType::F32), x.y1 = B({T, C}, DType::F32), x.p1 = Z({T, C}, DType::F32);
+        x.x2 = Z({T, C}, DType::F32), x.y2 = B({T, C}, DType::F32), x.p2 = Z({T, C}, DType::F32);
+        x.u = Z({T, I}, DType::F32), x.g = B({T, I}, DType::F32), x.pg = Z({T, I}, DType::F32);
+        x.sf = B({H, T, L}, DType::F32, H * T * cap), x.ps = Z({H, T, L}, DType::F32, H * T * cap);
+        x.of = B({T, C}, DType::F32), x.po = Z({T, C}, DType::F32);
+        x.a = neurons({T, C}), x.q = neurons({T, C}), x.k = neurons({T, C}), x.v = neurons({T, C});
+        x.p = neurons({H * T, L}, H * T * cap), x.o = neurons({T, C}), x.m = neurons({T, C}), x.h = neurons({T, I});
+        const Gpt2Layer& w = W.layers[size_t(l)];
+        x.b_attn = B({3 * C}, DType::F32), x.b_proj = B({C}, DType::F32), x.b_fc = B({I}, DType::F32),
+        x.b_fcp = B({C}, DType::F32);
+        kernels::scaled_copy(x.b_attn, w.attn_b, inv_s), kernels::scaled_copy(x.b_proj, w.proj_b, inv_s);
+        kernels::scaled_copy(x.b_fc, w.fc_b, inv_s), kernels::scaled_copy(x.b_fcp, w.fc_proj_b, inv_s);
+    }
+    // Per-step signals, reused by every layer.
+    const Tensor emb = B({T, C}, DType::F32), emb_step = B({T, C}, DType::F32), rf = Z({T, C}, DType::F32),
+                 inc = B({T, C}, DType::F32), e = B({T, C}, DType::F32), y = B({T, C}, DType::F32),
+                 qkv_inc = B({T, 3 * C}, DType::F32), qi = B({T, C}, DType::F32), ki = B({T, C}, DType::F32),
+                 vi = B({T, C}, DType::F32), u_inc = B({T, I}, DType::F32), eg = B({T, I}, DType::F32),
+                 nq = B({T, C}, DType::I8), nk = B({T, C}, DType::I8), nv = B({T, C}, DType::I8),
+                 np = B({H, T, L}, DType::I8, H * T * cap), si = B({H, T, L}, DType::I32, H * T * cap),
+                 ep = B({H, T, L}, DType::F32, H * T * cap), oi = B({T, C}, DType::I32), eo = B({T, C}, DType::F32),
+                 acc = B({T * std::max(3 * C, I)}, DType::F64);
+    kernels::embedding(emb, ids, P, W.wte, W.wpe);
+    kernels::scaled_copy(emb_step, emb, inv_s);
+
+    // One step of site (l, k) on this step's input increment `in` [T, K], feeding a linear layer
+    // whose per-step output goes to `out` [T, N] (bias already divided by S).
+    auto site_step = [&](int l, SiteKind k, Neurons& n, const Tensor& in, const Tensor& w, const Tensor& b_step,
+                         const ExactLinear& ex, const Tensor& out, bool first) {
+        const int64_t K = in.dim(1), N = out.dim(1);
+        if (!spec_.sites.has(k)) {
+            kernels::linear(out, in, w, b_step);
+            return;
+        }
+        const SiteQuant& q = spec_.site(l, k);
+        const int64_t events = kernels::neurons_step(n.v, n.n, n.spikes, in, {q.inv_t, q.n_min(), q.n_max()});
+        kernels::linear_spikes(out, n.spikes.reshape({1, T, K}), ex.w, ex.mult, b_step, acc);
+        auto& t = stats_.layers[size_t(l)][size_t(k)];
+        if (first) t.neurons += T * K;
+        t.spikes += events;
+        t.synops += events * N;
+        stats_.snn_macs += T * N;
+    };
+    auto attn_site = [&](int l, SiteKind k, Neurons& n, const Tensor& in, bool first) {
+        const SiteQuant& q = spec_.site(l, k);
+        const int64_t events = kernels::neurons_step(n.v, n.n, n.spikes, in, {q.inv_t, q.n_min(), q.n_max()});
+        auto& t = stats_.layers[size_t(l)][size_t(k)];
+        if (first) t.neurons += in.numel();
+        t.spikes += events;
+        return events;
+    };
+
+    const int64_t pairs = T * P + T * (T + 1) / 2;
+    for (int s = 0; s < S; ++s) {
+        const bool first = s == 0;
+        kernels::scaled_copy(inc, emb_step, 1.0f);  // the residual stream's increment entering layer 0
+        for (int l = 0; l < int(cfg.n_layer); ++l) {
+            const Gpt2Layer& w = W.layers[size_t(l)];
+            const Layer& ex = layers_[size_t(l)];
+            LayerState& x = ls[size_t(l)];
+            // ln_1 as a TD operator on the running residual
+            kernels::add(x.x1, inc);
+            kernels::layernorm(x.y1, x.x1, w.ln1_g, w.ln1_b, cfg.layer_norm_epsilon);
+            kernels::td_emit(e, x.y1, x.p1);
+            site_step(l, SiteKind::AttnIn, x.a, e, w.attn_w, x.b_attn, ex.attn, qkv_inc, first);
+            const float* src = qkv_inc.data<float>();
+            for (int64_t t = 0; t < T; ++t) {
+                std::memcpy(qi.data<float>() + t * C, src + t * 3 * C, size_t(C) * 4);
+                std::memcpy(ki.data<float>() + t * C, src + t * 3 * C + C, size_t(C) * 4);
+                std::memcpy(vi.data<float>() + t * C, src + t * 3 * C + 2 * C, size_t(C) * 4);
+            }
+            const int64_t eq = attn_site(l, SiteKind::Q, x.q, qi, first);
+            const int64_t ek = attn_site(l, SiteKind::K, x.k, ki, first);
+            const int64_t ev = attn_site(l, SiteKind::V, x.v, vi, first);
+            kernels::narrow_counts(nq, x.q.n), kernels::narrow_counts(nk, x.k.n), kernels::narrow_counts(nv, x.v.n);
+            kernels::kv_append_counts(st.k[size_t(l)], st.v[size_t(l)], nk, nv, P);  // the chunk's running counts
+            // scores and softmax as a TD operator of the running counts
+            kernels::scores_counts(si, nq, st.k[size_t(l)], P);
+            kernels::dequantize_heads(x.sf, si, ex.qk_mult);
+            kernels::softmax_causal(x.sf, P);
+            kernels::td_emit(ep, x.sf, x.ps);
+            const int64_t epv = attn_site(l, SiteKind::Probs, x.p, ep.reshape({H * T, L}), first);
+            kernels::narrow_counts(np, x.p.n);
+            // PV as a TD operator of the running probability and value counts
+            kernels::pv_counts(oi, np, st.v[size_t(l)], P);
+            kernels::dequantize_heads(x.of, oi, ex.pv_mult);
+            kernels::td_emit(eo, x.of, x.po);
+            const double keys = double(P) + double(T + 1) / 2, queries = double(T + 1) / 2;
+            auto& tl = stats_.layers[size_t(l)];
+            tl[size_t(SiteKind::Q)].synops += int64_t(double(eq) * keys);
+            tl[size_t(SiteKind::K)].synops += int64_t(double(ek) * queries);
+            tl[size_t(SiteKind::V)].synops += int64_t(double(ev) * queries);
+            tl[size_t(SiteKind::Probs)].synops += epv * cfg.head_dim();
+            stats_.snn_macs += H * pairs * (1 + kSoftmaxMacs) + T * C + 2 * T * C * kLnMacs;
+            site_step(l, SiteKind::AttnOut, x.o, eo, w.proj_w, x.b_proj, ex.proj, y, first);
+            kernels::add(inc, y);
+            // ln_2 and the MLP
+            kernels::add(x.x2, inc);
+            kernels::layernorm(x.y2, x.x2, w.ln2_g, w.ln2_b, cfg.layer_norm_epsilon);
+            kernels::td_emit(e, x.y2, x.p2);
+            site_step(l, SiteKind::MlpIn, x.m, e, w.fc_w, x.b_fc, ex.fc, u_inc, first);
+            const bool relu_by_neuron = spec_.sites.has(SiteKind::MlpAct) && spec_.activation == Activation::Relu;
+            const Tensor* hin = &u_inc;
+            if (!relu_by_neuron) {
+                kernels::add(x.u, u_inc);
+                kernels::scaled_copy(x.g, x.u, 1.0f);
+                kernels::activation(x.g, spec_.activation);
+                kernels::td_emit(eg, x.g, x.pg);
+                hin = &eg;
+                if (spec_.activation != Activation::Relu) stats_.snn_macs += T * I * kGeluMacs;
+            }
+            site_step(l, SiteKind::MlpAct, x.h, *hin, w.fc_proj_w, x.b_fcp, ex.fc_proj, y, first);
+            kernels::add(inc, y);
+        }
+        kernels::add(rf, inc);
+    }
+    head(st, rf, T, rows, logits);
+    st.len_ = P + T;
 }
 
 }  // namespace stac

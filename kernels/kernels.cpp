@@ -89,6 +89,20 @@ void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Ten
                    cap, scale, scratch.data<float>());
 }
 
+void scaled_copy(const Tensor& out, const Tensor& in, float a) {
+    need_f32(out, "scaled_copy", "out"), need_f32(in, "scaled_copy", "in");
+    need_shape(out, in.shape(), "scaled_copy", "out");
+    same_device("scaled_copy", {&out, &in});
+    cpu::scaled_copy(out.data<float>(), in.data<float>(), in.numel(), a);
+}
+
+void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev) {
+    need_f32(emitted, "td_emit", "emitted"), need_f32(y, "td_emit", "y"), need_f32(prev, "td_emit", "prev");
+    need_shape(emitted, y.shape(), "td_emit", "emitted"), need_shape(prev, y.shape(), "td_emit", "prev");
+    same_device("td_emit", {&emitted, &y, &prev});
+    cpu::td_emit(emitted.data<float>(), y.data<float>(), prev.data<float>(), y.numel());
+}
+
 void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e) {
     need_f32(out, "matmul_nt", "out"), need_f32(x, "matmul_nt", "x"), need_f32(e, "matmul_nt", "e");
     const int64_t T = x.dim(0), C = x.dim(1), V = e.dim(0);

@@ -28,6 +28,10 @@ void kv_append(const Tensor& kc, const Tensor& vc, const Tensor& qkv, int64_t po
 // rows [0, pos0+T), scores scaled by `scale`; scratch: at least T * (pos0 + T) floats
 void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, int64_t pos0, float scale,
                const Tensor& scratch);
+// out = a * in, same shape
+void scaled_copy(const Tensor& out, const Tensor& in, float a);
+// The step of a temporal-difference operator: emitted = y - prev, then prev = y (same shapes)
+void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev);
 // out: [T, V] = x: [T, C] · e: [V, C]^T (the tied LM head)
 void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e);
 

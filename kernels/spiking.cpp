@@ -59,13 +59,25 @@ int64_t neurons_layerwise(const Tensor& counts, const Tensor& spikes, const Tens
 int64_t neurons_step(const Tensor& v, const Tensor& n, const Tensor& spikes, const Tensor& increment,
                      const SiteBounds& b) {
     need(increment, DType::F32, "neurons_step", "increment"), need(spikes, DType::I8, "neurons_step", "spikes");
-    need(v, DType::I32, "neurons_step", "membranes"), need(n, DType::I32, "neurons_step", "counters");
+    need(v, DType::F64, "neurons_step", "membranes"), need(n, DType::I32, "neurons_step", "counters");
     if (increment.rank() != 2) fail("neurons_step: increment {} must be [T, N]", increment.describe());
     for (const Tensor* t : {&v, &n, &spikes}) need_shape(*t, increment.shape(), "neurons_step", "state");
     const bool pc = check_bounds(b, increment.dim(1), "neurons_step");
     same_device("neurons_step", {&v, &n, &spikes, &increment, &b.inv});
-    return cpu::neurons_step(v.data<int32_t>(), n.data<int32_t>(), spikes.data<int8_t>(), increment.data<float>(),
+    return cpu::neurons_step(v.data<double>(), n.data<int32_t>(), spikes.data<int8_t>(), increment.data<float>(),
                              increment.dim(0), increment.dim(1), b.inv.data<float>(), pc, b.n_min, b.n_max);
+}
+
+void narrow_counts(const Tensor& out, const Tensor& in) {
+    need(out, DType::I8, "narrow_counts", "out"), need(in, DType::I32, "narrow_counts", "in");
+    if (out.numel() != in.numel()) fail("narrow_counts: {} and {} differ in size", out.describe(), in.describe());
+    same_device("narrow_counts", {&out, &in});
+    const int32_t* src = in.data<int32_t>();
+    int8_t* dst = out.data<int8_t>();
+    for (int64_t i = 0; i < in.numel(); ++i) {
+        if (src[i] < -127 || src[i] > 127) fail("narrow_counts: counter {} does not fit int8", src[i]);
+        dst[i] = int8_t(src[i]);
+    }
 }
 
 namespace {

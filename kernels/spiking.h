@@ -21,9 +21,13 @@ void quantize(const Tensor& counts, const Tensor& x, const SiteBounds& b);
 // Layer-wise neurons over S steps of constant current; spikes: I8 [S, T, N] or undefined (count
 // path). Returns the spike events.
 int64_t neurons_layerwise(const Tensor& counts, const Tensor& spikes, const Tensor& x, const SiteBounds& b, int S);
-// One streaming step: v, n: I32 [T, N] state; spikes: I8 [T, N]; increment: F32 [T, N].
+// One streaming step: v: F64 [T, N] membranes (start 0.5), n: I32 [T, N] counters; spikes: I8 [T, N];
+// increment: F32 [T, N].
 int64_t neurons_step(const Tensor& v, const Tensor& n, const Tensor& spikes, const Tensor& increment,
                      const SiteBounds& b);
+
+// out: I8 = in: I32 (neuron counters, which stay within the site bounds), same number of elements
+void narrow_counts(const Tensor& out, const Tensor& in);
 
 // out: F32 [T, N] = float(counts · w) * mult + b; counts: I8 [T, K]; w: F64 [K, N] (integers < 2^23);
 // mult: F32 [N]; b: F32 [N] or undefined; scratch: F64 with at least T*K + T*N elements.

@@ -76,4 +76,24 @@ STAC_HD int32_t if_step(int32_t& v, int32_t& n, int32_t current, int n_min, int 
 
 inline constexpr int32_t kMembraneStart = kOne / 2;
 
+// The streaming schedule's neuron: the same dynamics with the membrane in double, in units of the
+// threshold (start 0.5, fire at 1). Its currents are this step's float increments, which vary from
+// step to step; a double membrane adds them without the per-step rounding a 2^-16 grid would
+// accumulate over hundreds of steps (which flips counts near ties as S grows), and conserves
+// charge across steps: +20 now and -15 later is +5. A NaN increment is no drive.
+STAC_HD int32_t if_step_real(double& v, int32_t& n, double current, int n_min, int n_max) {
+    if (current == current) v += current;
+    if (v >= 1.0 && n < n_max) {
+        v -= 1.0;
+        ++n;
+        return 1;
+    }
+    if (v < 0.0 && n > n_min) {
+        v += 1.0;
+        --n;
+        return -1;
+    }
+    return 0;
+}
+
 }  // namespace stac::spiking

@@ -1,6 +1,7 @@
 #include "models/session.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "core/error.h"
 
@@ -17,15 +18,29 @@ Session::Session(const LanguageModel& model, int64_t max_context) : model_(&mode
     logits_ = Tensor::empty({1, model.info().vocab_size}, DType::F32);
 }
 
-FeedResult Session::feed(std::span<const int32_t> ids) {
+FeedResult Session::feed(std::span<const int32_t> ids) { return feed_impl(ids, nullptr); }
+
+FeedResult Session::feed_all(std::span<const int32_t> ids, const Tensor& all_logits) {
+    const int64_t T = int64_t(ids.size()), V = model_->info().vocab_size;
+    if (!(all_logits.shape() == Shape{T, V}) || all_logits.dtype() != DType::F32)
+        fail("session: logits tensor {} should be F32[{}, {}]", all_logits.describe(), T, V);
+    return feed_impl(ids, &all_logits);
+}
+
+FeedResult Session::feed_impl(std::span<const int32_t> ids, const Tensor* all) {
     if (ids.empty()) fail("cannot feed an empty chunk");
-    const int64_t V = model_->info().vocab_size;
+    const int64_t V = model_->info().vocab_size, T = int64_t(ids.size());
     for (int32_t id : ids)
         if (id < 0 || id >= V) fail("token id {} is outside the vocabulary [0, {})", id, V);
     FeedResult r;
-    const int64_t total = position() + int64_t(ids.size());
+    const int64_t total = position() + T;
     if (total <= max_context_) {
-        model_->forward(ids, *state_, LogitRows::Last, logits_);
+        if (all) {
+            model_->forward(ids, *state_, LogitRows::All, *all);
+            std::copy(all->data<float>() + (T - 1) * V, all->data<float>() + T * V, logits_.data<float>());
+        } else {
+            model_->forward(ids, *state_, LogitRows::Last, logits_);
+        }
         tokens_.insert(tokens_.end(), ids.begin(), ids.end());
     } else {
         // Keep the newest max_context tokens of history + ids and re-encode them from position 0.
@@ -37,10 +52,21 @@ FeedResult Session::feed(std::span<const int32_t> ids) {
         state_->clear();
         tokens_.clear();
         has_logits_ = false;
-        model_->forward(window_, *state_, LogitRows::Last, logits_);
+        const int64_t W = int64_t(window_.size());
+        if (all) {
+            // Rows of the window; the new tokens are its last T - skip_new rows.
+            Tensor win = Tensor::empty({W, V}, DType::F32);
+            model_->forward(window_, *state_, LogitRows::All, win);
+            float* out = all->data<float>();
+            std::fill(out, out + skip_new * V, std::numeric_limits<float>::quiet_NaN());
+            std::copy(win.data<float>() + (W - (T - skip_new)) * V, win.data<float>() + W * V, out + skip_new * V);
+            std::copy(win.data<float>() + (W - 1) * V, win.data<float>() + W * V, logits_.data<float>());
+        } else {
+            model_->forward(window_, *state_, LogitRows::Last, logits_);
+        }
         tokens_.assign(window_.begin(), window_.end());
         r.dropped = drop;
-        r.reencoded = int64_t(window_.size());
+        r.reencoded = W;
     }
     has_logits_ = true;
     return r;

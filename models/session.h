@@ -29,6 +29,9 @@ public:
     // keeps the newest max_context tokens of history + ids, drops the rest and re-encodes the kept
     // window from position 0 (reported in the result). Throws stac::Error, state unchanged, on bad ids.
     FeedResult feed(std::span<const int32_t> ids);
+    // The same, also writing the logits of every fed token into all_logits: [ids.size(), V]. When
+    // the window moves and some of the new tokens themselves are dropped, their rows are NaN.
+    FeedResult feed_all(std::span<const int32_t> ids, const Tensor& all_logits);
 
     std::span<const float> logits() const;           // [V] of the last token fed
     std::span<const int32_t> tokens() const { return tokens_; }  // the window, token at position i
@@ -47,6 +50,7 @@ private:
     std::vector<int32_t> tokens_;  // reserved to max_context: the decode loop does not allocate
     std::vector<int32_t> window_;  // scratch for a window shift
     Tensor logits_;                // [1, V]
+    FeedResult feed_impl(std::span<const int32_t> ids, const Tensor* all_logits);
     bool has_logits_ = false;
 };
 

@@ -100,3 +100,30 @@ TEST_CASE("snn: layer-wise SNN equals the QANN bit for bit on both paths") {
         CHECK(count.stats().firing_rate() < 1.0);
     }
 }
+
+TEST_CASE("snn: the streaming schedule approaches the QANN as S grows") {
+    const auto base = load_base("tiny-gelu-f32");
+    const int V = int(base->config().vocab_size);
+    ConvertOptions o;
+    o.levels = 8;
+    o.progress = false;
+    const SnnSpec spec = convert_gpt2_on(base, random_samples(6, 24, V, 1), o);
+    SpikingGpt2 qann(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 8});
+    const auto ids = random_samples(1, 16, V, 9)[0];
+    const auto q = run(qann, ids);
+    auto agreement = [&](const std::vector<float>& a) {
+        int same = 0;
+        for (size_t t = 0; t < ids.size(); ++t) {
+            const float* ra = a.data() + t * size_t(V);
+            const float* rq = q.data() + t * size_t(V);
+            same += std::max_element(ra, ra + V) - ra == std::max_element(rq, rq + V) - rq;
+        }
+        return double(same) / double(ids.size());
+    };
+    for (int S : {8, 32, 128, 512}) {
+        SpikingGpt2 stream(base, spec, {RunMode::Snn, Schedule::Streaming, SpikePath::Spike, S});
+        const auto s = run(stream, ids);
+        MESSAGE("streaming S=" << S << ": top-1 agreement with the QANN " << agreement(s) << ", max |logit diff| "
+                               << max_abs_diff(s.data(), q.data(), q.size()) << ", firing rate " << stream.stats().firing_rate());
+    }
+}

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "convert/convert.h"
 #include "models/model_dir.h"
 
 namespace stac::cli {
@@ -175,6 +176,21 @@ SamplingOptions sampling_from(const ArgParser& p) {
     return s;
 }
 
+void add_snn_options(ArgParser& p) {
+    p.option("path", "spike|count", "for an SNN directory: run the S-step spike loop, or one GEMM per layer on the spike counts (layer-wise only; same result)", "spike");
+    p.option("schedule", "layerwise|streaming", "for an SNN directory: the schedule (default: the one it was converted for)");
+    p.option("timesteps", "S", "for an SNN directory: timesteps per token chunk (default: its snn_config.json)");
+    p.flag("qann", "for an SNN directory: run its quantized ANN instead of the spiking network");
+}
+
+std::string OpenModel::describe() const {
+    if (!snn) return "float ANN";
+    const RunOptions& r = snn->run_options();
+    if (r.mode == RunMode::Qann) return fmt::format("QANN (L = {})", snn->spec().levels);
+    return fmt::format("SNN, {} schedule, {} path, S = {}, L = {}", schedule_name(r.schedule), spike_path_name(r.path),
+                       r.timesteps, snn->spec().levels);
+}
+
 const Tokenizer& OpenModel::need_tokenizer(const std::string& why) const {
     if (!tokenizer) fail("{}: has no tokenizer files (vocab.json + merges.txt), needed {}", dir.string(), why);
     return *tokenizer;
@@ -189,7 +205,33 @@ fs::path model_dir_from(const ArgParser& p) {
 OpenModel open_model(const ArgParser& p) {
     OpenModel m;
     m.dir = model_dir_from(p);
-    m.model = load_language_model(m.dir);
+    if (is_snn_dir(m.dir)) {
+        LoadedSnn l = load_snn_model(m.dir);
+        RunOptions run;
+        run.timesteps = l.spec.timesteps;
+        run.schedule = l.spec.schedule;
+        if (p.knows("path")) {
+            try {
+                run.path = spike_path_from_name(p.get("path"));
+                if (p.has("schedule")) run.schedule = schedule_from_name(p.get("schedule"));
+            } catch (const Error& e) {
+                throw UsageError(e.what());
+            }
+            if (p.has("timesteps")) run.timesteps = int(p.get_int("timesteps", 1, 4096));
+            if (p.has("qann")) run.mode = RunMode::Qann;
+            if (run.timesteps < l.spec.levels && run.mode == RunMode::Snn)
+                std::fprintf(stderr, "warning: S = %d < L = %d: spike counts cannot reach the top levels (convert with "
+                                     "--timesteps or lower --levels to keep SNN = QANN)\n",
+                             run.timesteps, l.spec.levels);
+        }
+        m.snn = std::make_shared<SpikingGpt2>(l.base, std::move(l.spec), run);
+        m.model = m.snn;
+    } else {
+        if (p.knows("path") && (p.has("qann") || p.has("schedule") || p.has("timesteps") || p.has("path")))
+            throw UsageError(fmt::format("--path, --schedule, --timesteps and --qann apply to SNN directories; {} is a float model",
+                                         m.dir.string()));
+        m.model = load_language_model(m.dir);
+    }
     m.tokenizer = load_tokenizer(m.dir);
     if (m.tokenizer && m.tokenizer->vocab_size() > m.model->info().vocab_size)
         fail("{}: the tokenizer has {} tokens but the model's vocab_size is {}", m.dir.string(),

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "convert/spiking_gpt2.h"
 #include "models/language_model.h"
 #include "models/sampler.h"
 #include "models/tokenizer.h"
@@ -35,6 +36,7 @@ public:
     bool parse(int argc, char** argv, int first);
 
     bool has(const std::string& name) const;  // given on the command line (or a flag set)
+    bool knows(const std::string& name) const { return find(name) != nullptr; }  // an option of this command
     std::string get(const std::string& name) const;  // value or default ("" if none)
     int64_t get_int(const std::string& name, int64_t lo, int64_t hi) const;
     double get_double(const std::string& name) const;
@@ -60,13 +62,17 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
 // Options every model-taking command shares.
 void add_model_option(ArgParser& p);
 void add_sampling_options(ArgParser& p, const SamplingOptions& defaults);
+// How a converted SNN directory runs: --path, --schedule, --timesteps, --qann.
+void add_snn_options(ArgParser& p);
 SamplingOptions sampling_from(const ArgParser& p);
 
 // A model directory opened for a command: the model and, if the directory has one, its tokenizer.
 struct OpenModel {
     std::filesystem::path dir;
-    std::unique_ptr<LanguageModel> model;
+    std::shared_ptr<LanguageModel> model;   // what runs: the float model, or the SNN (or its QANN)
+    std::shared_ptr<SpikingGpt2> snn;       // set when dir is an SNN directory
     std::unique_ptr<Tokenizer> tokenizer;
+    std::string describe() const;           // "gpt2 float" / "SNN layerwise spike S=16 L=8" ...
     const Tokenizer& need_tokenizer(const std::string& why) const;  // throws naming the directory
 };
 std::filesystem::path model_dir_from(const ArgParser& p);
@@ -83,5 +89,8 @@ int cmd_chat(int argc, char** argv);
 int cmd_tokenize(int argc, char** argv);
 int cmd_logits(int argc, char** argv);
 int cmd_inspect(int argc, char** argv);
+int cmd_convert(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
+int cmd_test_conversation(int argc, char** argv);
 
 }  // namespace stac::cli

@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "convert/convert.h"
 #include "models/gpt2.h"
 #include "models/model_dir.h"
 #include "tools/cli.h"
@@ -66,6 +67,7 @@ int cmd_logits(int argc, char** argv) {
     p.option("prompt", "TEXT", "text instead of ids (needs the model's tokenizer)");
     p.flag("incremental", "one token at a time through the KV cache");
     p.flag("last", "only the last position's logits");
+    add_snn_options(p);
     if (!p.parse(argc, argv, 2)) return 0;
 
     OpenModel m = open_model(p);
@@ -119,7 +121,7 @@ int cmd_inspect(int argc, char** argv) {
     p.flag("json", "print JSON instead of text");
     if (!p.parse(argc, argv, 2)) return 0;
     OpenModel m = open_model(p);
-    const auto* gpt2 = dynamic_cast<const Gpt2Model*>(m.model.get());
+    const Gpt2Model* gpt2 = m.snn ? &m.snn->base() : dynamic_cast<const Gpt2Model*>(m.model.get());
     if (!gpt2) fail("{}: inspect knows only GPT-2 models", m.dir.string());
     const Gpt2Config& c = gpt2->config();
     const Gpt2Weights& w = gpt2->weights();
@@ -145,6 +147,13 @@ int cmd_inspect(int argc, char** argv) {
                         {"tokenizer", m.tokenizer ? nlohmann::json{{"kind", "gpt2-bpe"},
                                                                    {"vocab_size", m.tokenizer->vocab_size()}}
                                                   : nlohmann::json(nullptr)}};
+    if (m.snn) {
+        const SnnSpec& s = m.snn->spec();
+        j["snn"] = {{"timesteps", s.timesteps}, {"levels", s.levels}, {"schedule", std::string(schedule_name(s.schedule))},
+                    {"activation", activation_name(s.activation)}, {"granularity", s.per_channel ? "channel" : "tensor"},
+                    {"percentile", s.percentile}, {"sites", s.sites.str()}, {"simplified", s.simplified},
+                    {"calibration", s.calibration}};
+    }
     if (p.has("json")) {
         std::puts(j.dump(2).c_str());
         return 0;
@@ -162,6 +171,14 @@ int cmd_inspect(int argc, char** argv) {
         fmt::print("tokenizer:    GPT-2 byte-level BPE, {} tokens (vocab.json + merges.txt)\n", m.tokenizer->vocab_size());
     else
         fmt::print("tokenizer:    none (no vocab.json/merges.txt: ids only)\n");
+    if (m.snn) {
+        const SnnSpec& s = m.snn->spec();
+        fmt::print("spiking:      S = {} timesteps, L = {} levels, {} schedule, activation {}, {} thresholds ({}th percentile{})\n",
+                   s.timesteps, s.levels, schedule_name(s.schedule), activation_name(s.activation),
+                   s.per_channel ? "per-channel" : "per-tensor", s.percentile, s.simplified ? ", simplified" : "");
+        fmt::print("sites:        {}\n", s.sites.str());
+        fmt::print("calibration:  {}\n", s.calibration.dump());
+    }
     return 0;
 }
 

@@ -11,7 +11,7 @@
 
 namespace {
 
-const char* kHelp = R"(stac: GPT-2-family language models on CPU, and (soon) as spiking neural networks.
+const char* kHelp = R"(stac: GPT-2-family language models on CPU, and converted into spiking neural networks.
 
 Usage: stac <command> [options]      (stac <command> --help for each command's options)
 
@@ -21,8 +21,12 @@ Commands:
   tokenize   text to token ids as a JSON array (--decode: ids back to text)
   logits     JSON logits of every position for --ids or --prompt (--incremental: through the KV cache)
   inspect    a model directory's config, parameter count, dtypes, bytes and tokenizer
+  convert    ANN -> SNN: calibrate, set thresholds, write an SNN directory (or re-time one)
+  eval       perplexity, agreement and KL of the QANN and SNN against the ANN, spikes and energy (--sweep)
+  test-conversation   checks positions, masks and cached multi-turn = one-shot for ANN, QANN and SNN
 
 The model is a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt),
+or an SNN directory made by stac convert (the same files plus snn_config.json and snn.safetensors),
 given with --model DIR or the STAC_MODEL environment variable.
 )";
 
@@ -33,7 +37,8 @@ struct Command {
 
 const Command kCommands[] = {
     {"generate", stac::cli::cmd_generate}, {"chat", stac::cli::cmd_chat},       {"tokenize", stac::cli::cmd_tokenize},
-    {"logits", stac::cli::cmd_logits},     {"inspect", stac::cli::cmd_inspect},
+    {"logits", stac::cli::cmd_logits},     {"inspect", stac::cli::cmd_inspect},   {"convert", stac::cli::cmd_convert},
+    {"eval", stac::cli::cmd_eval},         {"test-conversation", stac::cli::cmd_test_conversation},
 };
 
 }  // namespace

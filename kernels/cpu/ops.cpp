@@ -46,6 +46,17 @@ void add_inplace(float* x, const float* y, int64_t n) {
     for (int64_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
+void scaled_copy(float* out, const float* in, int64_t n, float a) {
+    for (int64_t i = 0; i < n; ++i) out[i] = a * in[i];
+}
+
+void td_emit(float* emitted, const float* y, float* prev, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        emitted[i] = y[i] - prev[i];
+        prev[i] = y[i];
+    }
+}
+
 void embedding(float* out, const int32_t* ids, int64_t T, int64_t pos0, const float* wte, const float* wpe, int64_t C) {
     for (int64_t t = 0; t < T; ++t) {
         const float* e = wte + int64_t(ids[t]) * C;

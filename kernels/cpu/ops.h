@@ -13,6 +13,9 @@ void linear(float* out, const float* x, const float* w, const float* b, int64_t 
 void layernorm(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps);
 void activation(float* x, int64_t n, Activation act);
 void add_inplace(float* x, const float* y, int64_t n);
+void scaled_copy(float* out, const float* in, int64_t n, float a);
+// emitted = y - prev; prev = y
+void td_emit(float* emitted, const float* y, float* prev, int64_t n);
 // out[T, C] = wte[ids[t]] + wpe[pos0 + t]
 void embedding(float* out, const int32_t* ids, int64_t T, int64_t pos0, const float* wte, const float* wpe, int64_t C);
 // Copies K and V of T new tokens (columns [C, 2C) and [2C, 3C) of qkv[T, 3C], C = H*D) into the

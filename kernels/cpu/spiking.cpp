@@ -51,12 +51,12 @@ int64_t neurons_layerwise(int8_t* counts, int8_t* spikes, const float* x, int64_
     return events;
 }
 
-int64_t neurons_step(int32_t* v, int32_t* n, int8_t* spikes, const float* increment, int64_t T, int64_t N,
+int64_t neurons_step(double* v, int32_t* n, int8_t* spikes, const float* increment, int64_t T, int64_t N,
                      const float* inv, bool per_col, int n_min, int n_max) {
     int64_t events = 0;
     for (int64_t k = 0; k < T * N; ++k) {
-        const int32_t I = to_fixed(increment[k] * inv[per_col ? k % N : 0], n_min, n_max);
-        const int32_t sp = if_step(v[k], n[k], I, n_min, n_max);
+        const double I = double(increment[k]) * double(inv[per_col ? k % N : 0]);
+        const int32_t sp = if_step_real(v[k], n[k], I, n_min, n_max);
         spikes[k] = int8_t(sp);
         events += sp != 0;
     }

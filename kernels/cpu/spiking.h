@@ -19,9 +19,9 @@ void quantize(int8_t* counts, const float* x, int64_t T, int64_t N, const float*
 int64_t neurons_layerwise(int8_t* counts, int8_t* spikes, const float* x, int64_t T, int64_t N, const float* inv,
                           bool per_col, int n_min, int n_max, int S);
 
-// Streaming: one step for T*N neurons with state v, n (int32), driven by this step's input
-// increment[T, N] (float) scaled by inv; writes spikes[T, N]; returns the spike events.
-int64_t neurons_step(int32_t* v, int32_t* n, int8_t* spikes, const float* increment, int64_t T, int64_t N,
+// Streaming: one step for T*N neurons with state v (double membranes, start 0.5) and n (int32),
+// driven by this step's input increment[T, N] scaled by inv; writes spikes[T, N]; returns the spike events.
+int64_t neurons_step(double* v, int32_t* n, int8_t* spikes, const float* increment, int64_t T, int64_t N,
                      const float* inv, bool per_col, int n_min, int n_max);
 
 // out[T, N] = float(acc) * mult[N] + b[N] (b may be null), acc = counts[T, K] · w[K, N] in double.
