@@ -551,6 +551,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
     };
     struct LayerState {
         Tensor x1, y1, p1, x2, y2, p2;   // LayerNorm TD operators: running input, output, emitted so far
+        Tensor d1, d2, du;               // the running inputs in double (x1, x2, u are their f32 values)
         Tensor u, g, pg;                 // GELU TD operator on the MLP pre-activation
         Tensor sf, ps;                   // softmax TD: probabilities now and emitted so far [H, T, L]
         Tensor of, po;                   // PV product TD: value now and emitted so far [T, C]
@@ -560,9 +561,10 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
     std::vector<LayerState> ls(size_t(cfg.n_layer));
     for (int l = 0; l < int(cfg.n_layer); ++l) {
         LayerState& x = ls[size_t(l)];
-        x.x1 = Z({T, C}, DType::F32), x.y1 = B({T, C}, DType::F32), x.p1 = Z({T, C}, DType::F32);
-        x.x2 = Z({T, C}, DType::F32), x.y2 = B({T, C}, DType::F32), x.p2 = Z({T, C}, DType::F32);
-        x.u = Z({T, I}, DType::F32), x.g = B({T, I}, DType::F32), x.pg = Z({T, I}, DType::F32);
+        x.x1 = B({T, C}, DType::F32), x.y1 = B({T, C}, DType::F32), x.p1 = Z({T, C}, DType::F32);
+        x.x2 = B({T, C}, DType::F32), x.y2 = B({T, C}, DType::F32), x.p2 = Z({T, C}, DType::F32);
+        x.u = B({T, I}, DType::F32), x.g = B({T, I}, DType::F32), x.pg = Z({T, I}, DType::F32);
+        x.d1 = Z({T, C}, DType::F64), x.d2 = Z({T, C}, DType::F64), x.du = Z({T, I}, DType::F64);
         x.sf = B({H, T, L}, DType::F32, H * T * cap), x.ps = Z({H, T, L}, DType::F32, H * T * cap);
         x.of = B({T, C}, DType::F32), x.po = Z({T, C}, DType::F32);
         x.a = neurons({T, C}), x.q = neurons({T, C}), x.k = neurons({T, C}), x.v = neurons({T, C});
@@ -574,7 +576,8 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
         kernels::scaled_copy(x.b_fc, w.fc_b, inv_s), kernels::scaled_copy(x.b_fcp, w.fc_proj_b, inv_s);
     }
     // Per-step signals, reused by every layer.
-    const Tensor emb = B({T, C}, DType::F32), emb_step = B({T, C}, DType::F32), rf = Z({T, C}, DType::F32),
+    const Tensor emb = B({T, C}, DType::F32), emb_step = B({T, C}, DType::F32), rf = B({T, C}, DType::F32),
+                 rfd = Z({T, C}, DType::F64),
                  inc = B({T, C}, DType::F32), e = B({T, C}, DType::F32), y = B({T, C}, DType::F32),
                  qkv_inc = B({T, 3 * C}, DType::F32), qi = B({T, C}, DType::F32), ki = B({T, C}, DType::F32),
                  vi = B({T, C}, DType::F32), u_inc = B({T, I}, DType::F32), eg = B({T, I}, DType::F32),
@@ -621,7 +624,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
             const Layer& ex = layers_[size_t(l)];
             LayerState& x = ls[size_t(l)];
             // ln_1 as a TD operator on the running residual
-            kernels::add(x.x1, inc);
+            kernels::accumulate(x.d1, inc, x.x1);
             kernels::layernorm(x.y1, x.x1, w.ln1_g, w.ln1_b, cfg.layer_norm_epsilon);
             kernels::td_emit(e, x.y1, x.p1);
             site_step(l, SiteKind::AttnIn, x.a, e, w.attn_w, x.b_attn, ex.attn, qkv_inc, first);
@@ -657,14 +660,14 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
             site_step(l, SiteKind::AttnOut, x.o, eo, w.proj_w, x.b_proj, ex.proj, y, first);
             kernels::add(inc, y);
             // ln_2 and the MLP
-            kernels::add(x.x2, inc);
+            kernels::accumulate(x.d2, inc, x.x2);
             kernels::layernorm(x.y2, x.x2, w.ln2_g, w.ln2_b, cfg.layer_norm_epsilon);
             kernels::td_emit(e, x.y2, x.p2);
             site_step(l, SiteKind::MlpIn, x.m, e, w.fc_w, x.b_fc, ex.fc, u_inc, first);
             const bool relu_by_neuron = spec_.sites.has(SiteKind::MlpAct) && spec_.activation == Activation::Relu;
             const Tensor* hin = &u_inc;
             if (!relu_by_neuron) {
-                kernels::add(x.u, u_inc);
+                kernels::accumulate(x.du, u_inc, x.u);
                 kernels::scaled_copy(x.g, x.u, 1.0f);
                 kernels::activation(x.g, spec_.activation);
                 kernels::td_emit(eg, x.g, x.pg);
@@ -674,7 +677,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
             site_step(l, SiteKind::MlpAct, x.h, *hin, w.fc_proj_w, x.b_fcp, ex.fc_proj, y, first);
             kernels::add(inc, y);
         }
-        kernels::add(rf, inc);
+        kernels::accumulate(rfd, inc, rf);
     }
     head(st, rf, T, rows, logits);
     st.len_ = P + T;

@@ -96,6 +96,13 @@ void scaled_copy(const Tensor& out, const Tensor& in, float a) {
     cpu::scaled_copy(out.data<float>(), in.data<float>(), in.numel(), a);
 }
 
+void accumulate(const Tensor& sum, const Tensor& inc, const Tensor& value) {
+    detail::need(sum, DType::F64, "accumulate", "sum"), need_f32(inc, "accumulate", "increment"), need_f32(value, "accumulate", "value");
+    need_shape(inc, sum.shape(), "accumulate", "increment"), need_shape(value, sum.shape(), "accumulate", "value");
+    same_device("accumulate", {&sum, &inc, &value});
+    cpu::accumulate(sum.data<double>(), inc.data<float>(), value.data<float>(), sum.numel());
+}
+
 void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev) {
     need_f32(emitted, "td_emit", "emitted"), need_f32(y, "td_emit", "y"), need_f32(prev, "td_emit", "prev");
     need_shape(emitted, y.shape(), "td_emit", "emitted"), need_shape(prev, y.shape(), "td_emit", "prev");

@@ -30,6 +30,10 @@ void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Ten
                const Tensor& scratch);
 // out = a * in, same shape
 void scaled_copy(const Tensor& out, const Tensor& in, float a);
+// A running sum kept in double: sum: F64 += inc: F32, then value = float(sum) (F32), all one shape.
+// The streaming schedule adds hundreds of small increments to each running input; in f32 the
+// rounding would grow with the number of steps.
+void accumulate(const Tensor& sum, const Tensor& inc, const Tensor& value);
 // The step of a temporal-difference operator: emitted = y - prev, then prev = y (same shapes)
 void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev);
 // out: [T, V] = x: [T, C] · e: [V, C]^T (the tied LM head)

@@ -102,14 +102,17 @@ TEST_CASE("snn: layer-wise SNN equals the QANN bit for bit on both paths") {
 }
 
 TEST_CASE("snn: the streaming schedule approaches the QANN as S grows") {
+    // Not exact at a fixed S (DESIGN §5): neurons fire before their input is complete and negative
+    // spikes undo the overshoot. With charge conserved (double membranes and running sums) every
+    // count settles on the QANN's once the inputs stop changing, so a long enough run agrees.
     const auto base = load_base("tiny-gelu-f32");
     const int V = int(base->config().vocab_size);
     ConvertOptions o;
     o.levels = 8;
     o.progress = false;
-    const SnnSpec spec = convert_gpt2_on(base, random_samples(6, 24, V, 1), o);
+    const SnnSpec spec = convert_gpt2_on(base, random_samples(6, 24, V, 3), o);
     SpikingGpt2 qann(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 8});
-    const auto ids = random_samples(1, 16, V, 9)[0];
+    const auto ids = random_samples(1, 12, V, 4)[0];
     const auto q = run(qann, ids);
     auto agreement = [&](const std::vector<float>& a) {
         int same = 0;
@@ -120,10 +123,24 @@ TEST_CASE("snn: the streaming schedule approaches the QANN as S grows") {
         }
         return double(same) / double(ids.size());
     };
-    for (int S : {8, 32, 128, 512}) {
+    float first = -1, last = 0;
+    double last_agreement = 0;
+    for (int S : {8, 32, 128, 512, 2048}) {
         SpikingGpt2 stream(base, spec, {RunMode::Snn, Schedule::Streaming, SpikePath::Spike, S});
         const auto s = run(stream, ids);
-        MESSAGE("streaming S=" << S << ": top-1 agreement with the QANN " << agreement(s) << ", max |logit diff| "
-                               << max_abs_diff(s.data(), q.data(), q.size()) << ", firing rate " << stream.stats().firing_rate());
+        last = max_abs_diff(s.data(), q.data(), q.size());
+        if (first < 0) first = last;
+        last_agreement = agreement(s);
+        MESSAGE("streaming S=" << S << ": top-1 agreement with the QANN " << agreement(s) << ", max |logit diff| " << last
+                               << ", firing rate " << stream.stats().firing_rate());
+        if (S == 512) {
+            // The layer-wise neurons fire exactly |count| times; streaming ones fire more, because
+            // spikes sent before the input was complete are undone by spikes of the other sign.
+            SpikingGpt2 lw(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Count, S});
+            run(lw, ids);
+            CHECK(stream.stats().total_spikes() > lw.stats().total_spikes());
+        }
     }
+    CHECK(last_agreement == 1.0);
+    CHECK(last < first / 2);
 }

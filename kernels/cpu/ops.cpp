@@ -50,6 +50,13 @@ void scaled_copy(float* out, const float* in, int64_t n, float a) {
     for (int64_t i = 0; i < n; ++i) out[i] = a * in[i];
 }
 
+void accumulate(double* sum, const float* inc, float* value, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        sum[i] += double(inc[i]);
+        value[i] = float(sum[i]);
+    }
+}
+
 void td_emit(float* emitted, const float* y, float* prev, int64_t n) {
     for (int64_t i = 0; i < n; ++i) {
         emitted[i] = y[i] - prev[i];

@@ -14,6 +14,8 @@ void layernorm(float* out, const float* x, const float* g, const float* b, int64
 void activation(float* x, int64_t n, Activation act);
 void add_inplace(float* x, const float* y, int64_t n);
 void scaled_copy(float* out, const float* in, int64_t n, float a);
+// sum += inc (double); value = float(sum)
+void accumulate(double* sum, const float* inc, float* value, int64_t n);
 // emitted = y - prev; prev = y
 void td_emit(float* emitted, const float* y, float* prev, int64_t n);
 // out[T, C] = wte[ids[t]] + wpe[pos0 + t]
