@@ -63,12 +63,12 @@ int64_t neurons_step(double* v, int32_t* n, int8_t* spikes, const float* increme
     return events;
 }
 
+// float(acc) * mult + b with one rounding after the multiply-add (an explicit fma, as CUDA's
+// __fmaf_rn), so the result does not depend on whether the compiler contracts it.
 void finish_linear(float* out, const double* acc, int64_t T, int64_t N, const float* mult, const float* b) {
     for (int64_t t = 0; t < T; ++t)
-        for (int64_t j = 0; j < N; ++j) {
-            const float y = float(acc[t * N + j]) * mult[j];
-            out[t * N + j] = b ? y + b[j] : y;
-        }
+        for (int64_t j = 0; j < N; ++j)
+            out[t * N + j] = std::fma(float(acc[t * N + j]), mult[j], b ? b[j] : 0.0f);
 }
 
 void linear_counts(float* out, const int8_t* counts, int64_t T, int64_t K, const double* w, int64_t N,
