@@ -132,7 +132,9 @@ std::vector<std::vector<int32_t>> create_calibration_data(const Tokenizer& tok,
     std::vector<std::string> texts;
     for (const char* p : builtin_calibration_prompts()) texts.emplace_back(p);
     if (file) {
-        const std::string all = read_text_file(*file);
+        std::string all = read_text_file(*file);
+        // CRLF files split like LF files (and samples keep no stray carriage returns).
+        all.erase(std::remove(all.begin(), all.end(), '\r'), all.end());
         const bool paragraphs = all.find("\n\n") != std::string::npos;
         size_t i = 0;
         std::vector<std::string> from_file;

@@ -253,16 +253,12 @@ void save_snn_model(const fs::path& out_dir, const fs::path& source_dir, const S
     fs::create_directories(out_dir, ec);
     if (ec) fail("{}: cannot create: {}", out_dir.string(), ec.message());
     if (fs::equivalent(out_dir, source_dir, ec)) fail("--out must differ from the source model directory");
+    // Copies, not hard links: an edit in one directory must never change the other.
     for (const char* f : {"config.json", "model.safetensors", "vocab.json", "merges.txt"}) {
         const fs::path src = source_dir / f;
         if (!fs::exists(src)) continue;
-        fs::remove(out_dir / f, ec);
-        fs::create_hard_link(src, out_dir / f, ec);  // cheap when on one filesystem
-        if (ec) {
-            ec.clear();
-            fs::copy_file(src, out_dir / f, fs::copy_options::overwrite_existing, ec);
-            if (ec) fail("{}: cannot copy {}: {}", out_dir.string(), src.string(), ec.message());
-        }
+        fs::copy_file(src, out_dir / f, fs::copy_options::overwrite_existing, ec);
+        if (ec) fail("{}: cannot copy {}: {}", out_dir.string(), src.string(), ec.message());
     }
 
     std::vector<std::pair<std::string, Tensor>> ts;

@@ -61,27 +61,28 @@ Evaluation evaluate(const LanguageModel& ann, const LanguageModel* qann, const L
     if (qann) ev.qann = Fidelity{};
     if (snn) ev.snn = Fidelity{};
     Progress bar("evaluating", int64_t(windows.size()), progress);
-    std::vector<double> la(static_cast<size_t>(V)), lm(static_cast<size_t>(V));
-    auto score = [&](Fidelity& f, const std::vector<int32_t>& ids, const Tensor& logits, const Tensor& ref_ann,
-                     const Tensor* ref) {
+    std::vector<double> lm(static_cast<size_t>(V));
+    std::vector<float> ann_logp;  // [T, V] the ANN's log-probabilities of the current window, computed once
+    // Scores one model's logits of a window against the ANN's log-probabilities (ann_logp).
+    auto score = [&](Fidelity& f, const std::vector<int32_t>& ids, const Tensor& logits, bool is_ann, const Tensor* ref) {
         const int64_t T = int64_t(ids.size());
         const float* L = logits.data<float>();
-        const float* A = ref_ann.data<float>();
         for (int64_t t = 0; t < T; ++t) {
             const float* row = L + t * V;
-            const float* arow = A + t * V;
+            const float* la = ann_logp.data() + t * V;
             log_softmax(row, V, lm);
             if (t + 1 < T) {
                 f.nll -= lm[size_t(ids[size_t(t + 1)])];
                 ++f.scored;
             }
-            if (&logits != &ref_ann) {
-                log_softmax(arow, V, la);
+            if (!is_ann) {
                 double kl = 0;
-                for (int64_t v = 0; v < V; ++v) kl += std::exp(la[size_t(v)]) * (la[size_t(v)] - lm[size_t(v)]);
+                for (int64_t v = 0; v < V; ++v) kl += std::exp(double(la[v])) * (double(la[v]) - lm[size_t(v)]);
                 f.kl += std::max(0.0, kl);
+                f.agree += argmax(row, V) == argmax(la, V);
+            } else {
+                ++f.agree;
             }
-            f.agree += argmax(row, V) == argmax(arow, V);
             ++f.positions;
             if (ref) {
                 const float* r = ref->data<float>() + t * V;
@@ -100,17 +101,22 @@ Evaluation evaluate(const LanguageModel& ann, const LanguageModel* qann, const L
         if (T > ann.info().n_positions) fail("evaluation window of {} tokens exceeds n_positions = {}", T, ann.info().n_positions);
         Tensor a = Tensor::empty({T, V}, DType::F32);
         ev.ann.seconds += timed([&] { all_logits(ann, ids, a); });
-        score(ev.ann, ids, a, a, nullptr);
+        ann_logp.resize(size_t(T * V));
+        for (int64_t t = 0; t < T; ++t) {
+            log_softmax(a.data<float>() + t * V, V, lm);
+            for (int64_t v = 0; v < V; ++v) ann_logp[size_t(t * V + v)] = float(lm[size_t(v)]);
+        }
+        score(ev.ann, ids, a, true, nullptr);
         Tensor q;
         if (qann) {
             q = Tensor::empty({T, V}, DType::F32);
             ev.qann->seconds += timed([&] { all_logits(*qann, ids, q); });
-            score(*ev.qann, ids, q, a, nullptr);
+            score(*ev.qann, ids, q, false, nullptr);
         }
         if (snn) {
             Tensor s = Tensor::empty({T, V}, DType::F32);
             ev.snn->seconds += timed([&] { all_logits(*snn, ids, s); });
-            score(*ev.snn, ids, s, a, qann ? &q : nullptr);
+            score(*ev.snn, ids, s, false, qann ? &q : nullptr);
         }
         bar.update(int64_t(w + 1));
     }

@@ -1,10 +1,15 @@
 // Shared test helpers: fixture paths, temporary directories, and the transformers reference of a fixture model.
 #pragma once
 
+#include <sys/wait.h>
+
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -12,6 +17,7 @@
 
 #include "core/json_file.h"
 #include "core/safetensors.h"
+#include "models/gpt2.h"
 
 namespace stac::test {
 
@@ -85,6 +91,77 @@ inline std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1
     std::vector<float> v(n);
     for (auto& x : v) x = d(rng);
     return v;
+}
+
+inline std::string slurp(const std::filesystem::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+// ---------------------------------------------------------------- the stac program (STAC_CLI_PATH)
+
+struct CliRun {
+    int rc = -1;
+    std::string out, err;
+};
+
+inline std::string shell_quote(const std::string& s) {
+    std::string q = "'";
+    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return q + "'";
+}
+
+#ifdef STAC_CLI_PATH
+// Runs `stac ARGS` with `input` on stdin; captures stdout, stderr and the exit code.
+inline CliRun run_stac(const std::vector<std::string>& args, const std::string& input = "") {
+    TempDir tmp;
+    std::ofstream(tmp / "in") << input;
+    std::string cmd = shell_quote(STAC_CLI_PATH);
+    for (const auto& a : args) cmd += " " + shell_quote(a);
+    cmd += " < " + shell_quote((tmp / "in").string()) + " > " + shell_quote((tmp / "out").string()) + " 2> " +
+           shell_quote((tmp / "err").string());
+    const int status = std::system(cmd.c_str());
+    CliRun r;
+    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = slurp(tmp / "out");
+    r.err = slurp(tmp / "err");
+    return r;
+}
+#endif
+
+inline std::string join_ids(const std::vector<int32_t>& ids) {
+    std::string s;
+    for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+    return s;
+}
+
+// A random GPT-2 with the real 50257-token vocabulary and the GPT-2 tokenizer files: big enough
+// for text commands (chat, --prompt), small enough to write in a test (n_embd 8).
+inline void make_text_model(const std::filesystem::path& dir) {
+    std::filesystem::create_directories(dir);
+    Gpt2Config c;
+    c.n_layer = 1, c.n_embd = 8, c.n_head = 2, c.n_positions = 64, c.vocab_size = 50257;
+    write_json_file(dir / "config.json", c.to_json());
+    std::vector<std::pair<std::string, Tensor>> ts;
+    uint64_t seed = 1;
+    auto rnd = [&](Shape s) {
+        Tensor t = Tensor::empty(s, DType::F32);
+        const auto v = random_floats(size_t(t.numel()), seed++, 0.5f);
+        std::copy(v.begin(), v.end(), t.data<float>());
+        return t;
+    };
+    const int64_t C = 8;
+    ts = {{"wte.weight", rnd({50257, C})}, {"wpe.weight", rnd({64, C})},       {"h.0.ln_1.weight", rnd({C})},
+          {"h.0.ln_1.bias", rnd({C})},     {"h.0.attn.c_attn.weight", rnd({C, 3 * C})}, {"h.0.attn.c_attn.bias", rnd({3 * C})},
+          {"h.0.attn.c_proj.weight", rnd({C, C})}, {"h.0.attn.c_proj.bias", rnd({C})}, {"h.0.ln_2.weight", rnd({C})},
+          {"h.0.ln_2.bias", rnd({C})},     {"h.0.mlp.c_fc.weight", rnd({C, 4 * C})}, {"h.0.mlp.c_fc.bias", rnd({4 * C})},
+          {"h.0.mlp.c_proj.weight", rnd({4 * C, C})}, {"h.0.mlp.c_proj.bias", rnd({C})}, {"ln_f.weight", rnd({C})},
+          {"ln_f.bias", rnd({C})}};
+    save_safetensors(dir / "model.safetensors", ts, {{"format", "pt"}});
+    for (const char* f : {"vocab.json", "merges.txt"})
+        std::filesystem::copy_file(repo_root() / "models" / "gpt2-tokenizer" / f, dir / f);
 }
 
 }  // namespace stac::test

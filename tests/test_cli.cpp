@@ -1,12 +1,6 @@
 // The stac program: exit codes (0 ok, 1 error, 2 usage), messages, and its JSON against the fixtures.
 #include <doctest/doctest.h>
 
-#include <sys/wait.h>
-
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
-
 #include "core/safetensors.h"
 #include "models/gpt2.h"
 #include "tests/helpers.h"
@@ -15,78 +9,8 @@ using namespace stac;
 using namespace stac::test;
 using nlohmann::json;
 
-namespace {
-
-struct Run {
-    int rc = -1;
-    std::string out, err;
-};
-
-std::string shell_quote(const std::string& s) {
-    std::string q = "'";
-    for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return q + "'";
-}
-
-// Runs `stac ARGS` with `input` on stdin; captures stdout, stderr and the exit code.
-Run run_stac(const std::vector<std::string>& args, const std::string& input = "") {
-    TempDir tmp;
-    std::ofstream(tmp / "in") << input;
-    std::string cmd = shell_quote(STAC_CLI_PATH);
-    for (const auto& a : args) cmd += " " + shell_quote(a);
-    cmd += " < " + shell_quote((tmp / "in").string()) + " > " + shell_quote((tmp / "out").string()) + " 2> " +
-           shell_quote((tmp / "err").string());
-    const int status = std::system(cmd.c_str());
-    Run r;
-    r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    auto slurp = [](const std::filesystem::path& p) {
-        std::ifstream f(p);
-        std::stringstream ss;
-        ss << f.rdbuf();
-        return ss.str();
-    };
-    r.out = slurp(tmp / "out");
-    r.err = slurp(tmp / "err");
-    return r;
-}
-
-std::string join_ids(const std::vector<int32_t>& ids) {
-    std::string s;
-    for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
-    return s;
-}
-
-// A random GPT-2 with the real 50257-token vocabulary and the GPT-2 tokenizer files: big enough
-// for text commands (chat, --prompt), small enough to write in a test (n_embd 8).
-void make_text_model(const std::filesystem::path& dir) {
-    std::filesystem::create_directories(dir);
-    Gpt2Config c;
-    c.n_layer = 1, c.n_embd = 8, c.n_head = 2, c.n_positions = 64, c.vocab_size = 50257;
-    write_json_file(dir / "config.json", c.to_json());
-    std::vector<std::pair<std::string, Tensor>> ts;
-    uint64_t seed = 1;
-    auto rnd = [&](Shape s) {
-        Tensor t = Tensor::empty(s, DType::F32);
-        const auto v = random_floats(size_t(t.numel()), seed++, 0.5f);
-        std::copy(v.begin(), v.end(), t.data<float>());
-        return t;
-    };
-    const int64_t C = 8;
-    ts = {{"wte.weight", rnd({50257, C})}, {"wpe.weight", rnd({64, C})},       {"h.0.ln_1.weight", rnd({C})},
-          {"h.0.ln_1.bias", rnd({C})},     {"h.0.attn.c_attn.weight", rnd({C, 3 * C})}, {"h.0.attn.c_attn.bias", rnd({3 * C})},
-          {"h.0.attn.c_proj.weight", rnd({C, C})}, {"h.0.attn.c_proj.bias", rnd({C})}, {"h.0.ln_2.weight", rnd({C})},
-          {"h.0.ln_2.bias", rnd({C})},     {"h.0.mlp.c_fc.weight", rnd({C, 4 * C})}, {"h.0.mlp.c_fc.bias", rnd({4 * C})},
-          {"h.0.mlp.c_proj.weight", rnd({4 * C, C})}, {"h.0.mlp.c_proj.bias", rnd({C})}, {"ln_f.weight", rnd({C})},
-          {"ln_f.bias", rnd({C})}};
-    save_safetensors(dir / "model.safetensors", ts, {{"format", "pt"}});
-    for (const char* f : {"vocab.json", "merges.txt"})
-        std::filesystem::copy_file(repo_root() / "models" / "gpt2-tokenizer" / f, dir / f);
-}
-
-}  // namespace
-
 TEST_CASE("cli: help and usage errors") {
-    Run r = run_stac({"--help"});
+    CliRun r = run_stac({"--help"});
     CHECK(r.rc == 0);
     for (const char* c : {"generate", "chat", "tokenize", "logits", "inspect"}) CHECK(r.out.find(c) != std::string::npos);
     CHECK(run_stac({}).rc == 2);
@@ -111,14 +35,25 @@ TEST_CASE("cli: help and usage errors") {
     r = run_stac({"generate", "--model", m, "--ids", "1", "--top-p", "2"});
     CHECK(r.rc == 2);
     CHECK(r.err.find("--top-p") != std::string::npos);
+    // Without --model: $STAC_MODEL, else the bundled model of the source tree.
+    setenv("STAC_MODEL", "/nonexistent/from-env", 1);
     r = run_stac({"logits", "--ids", "1"});
-    CHECK(r.rc == 2);
-    CHECK(r.err.find("--model") != std::string::npos);
+    unsetenv("STAC_MODEL");
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("/nonexistent/from-env") != std::string::npos);
+    r = run_stac({"inspect", "--json"});
+    if (std::filesystem::exists(repo_root() / "models/bundled/gpt2-fortunes/config.json")) {
+        CHECK(r.rc == 0);
+        CHECK(r.out.find("models/bundled/gpt2-fortunes") != std::string::npos);
+    } else {
+        CHECK(r.rc == 2);
+        CHECK(r.err.find("--model") != std::string::npos);
+    }
 }
 
 TEST_CASE("cli: errors exit 1 with a message naming the problem") {
     const std::string m = gpt2_fixture("tiny-gelu-f32").string();
-    Run r = run_stac({"logits", "--model", "/nonexistent/model", "--ids", "1"});
+    CliRun r = run_stac({"logits", "--model", "/nonexistent/model", "--ids", "1"});
     CHECK(r.rc == 1);
     CHECK(r.err.find("/nonexistent/model: model directory not found") != std::string::npos);
     r = run_stac({"logits", "--model", m, "--ids", "1,99999"});
@@ -148,7 +83,7 @@ TEST_CASE("cli: logits JSON equals transformers, batched and --incremental") {
     for (bool inc : {false, true}) {
         std::vector<std::string> args = {"logits", "--model", dir.string(), "--ids", join_ids(c.ids)};
         if (inc) args.push_back("--incremental");
-        const Run r = run_stac(args);
+        const CliRun r = run_stac(args);
         REQUIRE(r.rc == 0);
         const json j = json::parse(r.out);
         CHECK(j["incremental"] == inc);
@@ -173,7 +108,7 @@ TEST_CASE("cli: generate --json continues greedily as transformers does") {
         const auto dir = gpt2_fixture(name);
         for (const auto& c : load_reference(dir)) {
             if (c.greedy.empty()) continue;
-            const Run r = run_stac({"generate", "--model", dir.string(), "--ids", join_ids(c.ids), "--max-new-tokens",
+            const CliRun r = run_stac({"generate", "--model", dir.string(), "--ids", join_ids(c.ids), "--max-new-tokens",
                                 std::to_string(c.greedy.size()), "--json", "--quiet"});
             REQUIRE(r.rc == 0);
             CHECK(json::parse(r.out)["new_ids"].get<std::vector<int32_t>>() == c.greedy);
@@ -185,7 +120,7 @@ TEST_CASE("cli: inspect, tokenize and chat on a model with the GPT-2 tokenizer")
     TempDir tmp;
     const auto dir = tmp / "text-model";
     make_text_model(dir);
-    Run r = run_stac({"inspect", "--model", dir.string(), "--json"});
+    CliRun r = run_stac({"inspect", "--model", dir.string(), "--json"});
     REQUIRE(r.rc == 0);
     const json j = json::parse(r.out);
     CHECK(j["parameters"] == 50257 * 8 + 64 * 8 + (4 * 8 + 8 * 24 + 24 + 64 + 8 + 8 * 32 + 32 + 32 * 8 + 8) + 16);
