@@ -149,7 +149,7 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
 }
 
 void add_model_option(ArgParser& p) {
-    p.option("model", "DIR", "model directory (Hugging Face GPT-2 layout: config.json, model.safetensors, vocab.json, merges.txt)");
+    p.option("model", "DIR", "model or SNN directory (Hugging Face GPT-2 layout; default: $STAC_MODEL, else the bundled model)");
 }
 
 void add_sampling_options(ArgParser& p, const SamplingOptions& d) {
@@ -196,9 +196,16 @@ const Tokenizer& OpenModel::need_tokenizer(const std::string& why) const {
     return *tokenizer;
 }
 
+fs::path bundled_model_dir() {
+    const fs::path d = fs::path(STAC_DATA_DIR) / "models" / "bundled" / "gpt2-fortunes";
+    std::error_code ec;
+    return fs::exists(d / "config.json", ec) ? d : fs::path();
+}
+
 fs::path model_dir_from(const ArgParser& p) {
     if (p.has("model")) return p.get("model");
     if (const char* env = std::getenv("STAC_MODEL"); env && *env) return env;
+    if (fs::path d = bundled_model_dir(); !d.empty()) return d;
     throw UsageError("no model given: pass --model DIR (or set STAC_MODEL)");
 }
 
@@ -219,6 +226,8 @@ OpenModel open_model(const ArgParser& p) {
             }
             if (p.has("timesteps")) run.timesteps = int(p.get_int("timesteps", 1, 4096));
             if (p.has("qann")) run.mode = RunMode::Qann;
+            if (run.mode == RunMode::Snn && run.schedule == Schedule::Streaming && run.path == SpikePath::Count)
+                throw UsageError("--path count exists only in the layer-wise schedule (use --path spike with --schedule streaming)");
             if (run.timesteps < l.spec.levels && run.mode == RunMode::Snn)
                 std::fprintf(stderr, "warning: S = %d < L = %d: spike counts cannot reach the top levels (convert with "
                                      "--timesteps or lower --levels to keep SNN = QANN)\n",

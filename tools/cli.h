@@ -92,5 +92,9 @@ int cmd_inspect(int argc, char** argv);
 int cmd_convert(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_test_conversation(int argc, char** argv);
+int cmd_demo(int argc, char** argv);
+
+// The bundled default model of this source tree (empty when it is not there).
+std::filesystem::path bundled_model_dir();
 
 }  // namespace stac::cli

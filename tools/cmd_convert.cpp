@@ -186,6 +186,8 @@ int cmd_eval(int argc, char** argv) {
     } catch (const Error& e) {
         throw UsageError(e.what());
     }
+    if (run.schedule == Schedule::Streaming && run.path == SpikePath::Count && !p.has("qann"))
+        throw UsageError("--path count exists only in the layer-wise schedule (use --path spike with --schedule streaming)");
     fs::path text_path = p.has("text") ? fs::path(p.get("text")) : fs::path(STAC_DATA_DIR) / "models/bundled/heldout.txt";
     if (!p.has("text") && !fs::exists(text_path)) throw UsageError("give --text FILE (no bundled held-out text in this tree)");
     const std::string text = read_text_file(text_path);

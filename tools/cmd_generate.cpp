@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "models/chat.h"
 #include "models/generate.h"
 #include "tools/cli.h"
 
@@ -135,18 +136,9 @@ int cmd_chat(int argc, char** argv) {
     const SamplingOptions sopt = sampling_from(p);
     OpenModel m = open_model(p);
     const Tokenizer& tok = m.need_tokenizer("for chat");
-    Session session(*m.model, max_ctx);
-    Sampler sampler(sopt, m.model->info().vocab_size);
+    ChatSession chat(*m.model, tok, sopt, max_ctx, p.get("system"));
+    chat.on_window_shift = report_shift;
     const bool tty = isatty(STDIN_FILENO);
-    const std::string system = p.get("system");
-
-    GenerateOptions gopt;
-    gopt.max_new_tokens = max_new;
-    gopt.stop_id = stop_id_for(m);
-    gopt.feed_last = true;  // the cache holds the whole transcript
-    gopt.on_window_shift = report_shift;
-
-    bool at_line_start = true;  // does the cached transcript end with a newline (or is empty)?
     std::string line;
     while (true) {
         if (tty) {
@@ -158,34 +150,14 @@ int cmd_chat(int argc, char** argv) {
         if (line.empty()) continue;
         if (line == "/quit" || line == "/exit") break;
         if (line == "/reset") {
-            session.reset();
-            at_line_start = true;
+            chat.reset();
             write_out("[conversation reset]\n");
             continue;
         }
-        std::string turn;
-        if (session.position() == 0 && !system.empty()) turn = system + "\n";
-        else if (!at_line_start) turn = "\n";
-        turn += "User: " + line + "\nAssistant:";
-        const std::vector<int32_t> ids = tok.encode(turn);
-
         write_out("Assistant:");
-        Utf8StreamDecoder dec;
-        std::string reply_tail;
-        bool ended_line = false;
-        const GenerateStats st = generate(session, sampler, ids, gopt, [&](int32_t id) {
-            const std::string_view bytes = tok.token_bytes(id);
-            if (const auto nl = bytes.find('\n'); nl != std::string_view::npos) {
-                // The reply ends at its first newline; the token stays in the cache.
-                write_out(dec.push(bytes.substr(0, nl)));
-                ended_line = nl + 1 == bytes.size();
-                return false;
-            }
-            write_out(dec.push(bytes));
-            return true;
-        });
-        write_out(dec.flush() + "\n");
-        at_line_start = ended_line;
+        const ChatSession::Reply r = chat.turn(line, max_new, [](std::string_view piece) { write_out(std::string(piece)); });
+        write_out("\n");
+        const GenerateStats& st = r.stats;
         if (p.has("stats") && m.snn && m.snn->run_options().mode == RunMode::Snn) {
             const SpikeStats& ss = m.snn->stats();
             std::fprintf(stderr, "[SNN so far: %lld tokens, firing rate %.3f, energy %.3g J vs %.3g J for the ANN]\n",
@@ -197,7 +169,8 @@ int cmd_chat(int argc, char** argv) {
                          st.prefill_seconds > 0 ? st.prompt_tokens / st.prefill_seconds : 0.0,
                          static_cast<long long>(st.new_tokens),
                          st.decode_seconds > 0 ? st.new_tokens / st.decode_seconds : 0.0,
-                         static_cast<long long>(session.position()), static_cast<long long>(session.max_context()));
+                         static_cast<long long>(chat.session().position()),
+                         static_cast<long long>(chat.session().max_context()));
     }
     return 0;
 }

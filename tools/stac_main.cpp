@@ -16,6 +16,7 @@ const char* kHelp = R"(stac: GPT-2-family language models on CPU, and converted 
 Usage: stac <command> [options]      (stac <command> --help for each command's options)
 
 Commands:
+  demo       the main job: convert the model to an SNN, chat with it next to the float model, report
   generate   continue a prompt, streaming tokens as they come
   chat       multi-turn conversation on stdin/stdout (User:/Assistant:), KV cache kept across turns
   tokenize   text to token ids as a JSON array (--decode: ids back to text)
@@ -27,7 +28,8 @@ Commands:
 
 The model is a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt),
 or an SNN directory made by stac convert (the same files plus snn_config.json and snn.safetensors),
-given with --model DIR or the STAC_MODEL environment variable.
+given with --model DIR or the STAC_MODEL environment variable; without either, the bundled model
+(models/bundled/gpt2-fortunes of this source tree: a small GPT-2 trained on Debian's fortunes).
 )";
 
 struct Command {
@@ -39,6 +41,7 @@ const Command kCommands[] = {
     {"generate", stac::cli::cmd_generate}, {"chat", stac::cli::cmd_chat},       {"tokenize", stac::cli::cmd_tokenize},
     {"logits", stac::cli::cmd_logits},     {"inspect", stac::cli::cmd_inspect},   {"convert", stac::cli::cmd_convert},
     {"eval", stac::cli::cmd_eval},         {"test-conversation", stac::cli::cmd_test_conversation},
+    {"demo", stac::cli::cmd_demo},
 };
 
 }  // namespace
