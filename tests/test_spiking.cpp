@@ -16,6 +16,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@
 
 #include "convert/spiking_gpt2.h"
 #include "kernels/cpu/spiking.h"
+#include "kernels/kernels.h"
 #include "kernels/spiking.h"
 #include "kernels/spiking_math.h"
 
@@ -884,5 +886,63 @@ TEST_CASE("spiking: the Tensor-level kernels agree with cpu:: and refuse bad ope
         CHECK_NOTHROW(kernels::softmax_causal(probs, P));
         CHECK_THROWS_WITH_AS(kernels::softmax_causal(probs, P + 1), Contains("softmax_causal"), Error);
         CHECK_THROWS_WITH_AS(kernels::softmax_causal(i32({H, Tq, Lk}), P), Contains("softmax_causal"), Error);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Temporal-difference operators (DESIGN §5), built from the kernels the streaming schedule uses:
+// a running input X_t (accumulate), f(X_t), and the emitted difference (td_emit). What has been
+// emitted after any step must sum to f(X_t).
+TEST_CASE("spiking: temporal-difference operators emit f(X_t) in sum after every step") {
+    std::mt19937_64 rng(77);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int64_t T = 3, C = 16, H = 2, P = 2, L = P + T;
+    auto rand_tensor = [&](const Shape& s, float scale) {
+        Tensor t = Tensor::empty(s, DType::F32);
+        for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = scale * nd(rng);
+        return t;
+    };
+    const Tensor g = rand_tensor({C}, 0.5f), b = rand_tensor({C}, 0.5f);
+    for (int64_t i = 0; i < C; ++i) g.data<float>()[i] += 1.0f;
+
+    struct Op {
+        const char* name;
+        Shape shape;
+        std::function<void(const Tensor& y, const Tensor& x)> f;
+    };
+    const std::vector<Op> ops = {
+        {"layernorm", {T, C}, [&](const Tensor& y, const Tensor& x) { kernels::layernorm(y, x, g, b, 1e-5f); }},
+        {"gelu", {T, C}, [&](const Tensor& y, const Tensor& x) { kernels::scaled_copy(y, x, 1.0f), kernels::activation(y, Activation::GeluTanh); }},
+        {"softmax", {H, T, L}, [&](const Tensor& y, const Tensor& x) { kernels::scaled_copy(y, x, 1.0f), kernels::softmax_causal(y, P); }},
+    };
+    for (const Op& op : ops) {
+        CAPTURE(op.name);
+        for (int S : {1, 4, 64}) {
+            Tensor sum = Tensor::zeros(op.shape, DType::F64), x = Tensor::empty(op.shape, DType::F32),
+                   y = Tensor::empty(op.shape, DType::F32), prev = Tensor::zeros(op.shape, DType::F32),
+                   emitted = Tensor::empty(op.shape, DType::F32), total = Tensor::zeros(op.shape, DType::F64),
+                   ref = Tensor::empty(op.shape, DType::F32);
+            float worst = 0;
+            for (int t = 0; t < S; ++t) {
+                const Tensor inc = rand_tensor(op.shape, 2.0f / float(S));  // mixed-sign increments
+                kernels::accumulate(sum, inc, x);  // X_t
+                op.f(y, x);
+                kernels::td_emit(emitted, y, prev);
+                for (int64_t i = 0; i < emitted.numel(); ++i) total.data<double>()[i] += emitted.data<float>()[i];
+                // f applied directly to the running sum, in double precision's f32 rounding
+                Tensor xr = Tensor::empty(op.shape, DType::F32);
+                for (int64_t i = 0; i < xr.numel(); ++i) xr.data<float>()[i] = float(sum.data<double>()[i]);
+                op.f(ref, xr);
+                for (int64_t i = 0; i < ref.numel(); ++i)
+                    worst = std::max(worst, float(std::fabs(total.data<double>()[i] - double(ref.data<float>()[i]))));
+                CHECK(worst <= 1e-5f * float(t + 1));
+                if (std::string(op.name) == "softmax")  // what it emitted so far is a distribution
+                    for (int64_t r = 0; r < H * T; ++r) {
+                        double row = 0;
+                        for (int64_t j = 0; j <= P + r % T; ++j) row += total.data<double>()[r * L + j];
+                        CHECK(row == doctest::Approx(1.0).epsilon(1e-5));
+                    }
+            }
+        }
     }
 }
