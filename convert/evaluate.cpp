@@ -30,13 +30,13 @@ nlohmann::json Fidelity::to_json() const {
 
 namespace {
 
-// log-softmax of one row into out (double for the sums)
+// log-softmax of one row into out: exponentials in f32 (vectorizable), their sum in double.
 void log_softmax(const float* x, int64_t V, std::vector<double>& out) {
-    double m = -INFINITY;
-    for (int64_t v = 0; v < V; ++v) m = std::max(m, double(x[v]));
+    float m = -INFINITY;
+    for (int64_t v = 0; v < V; ++v) m = std::max(m, x[v]);
     double s = 0;
-    for (int64_t v = 0; v < V; ++v) s += std::exp(double(x[v]) - m);
-    const double lse = m + std::log(s);
+    for (int64_t v = 0; v < V; ++v) s += double(std::exp(x[v] - m));
+    const double lse = double(m) + std::log(s);
     for (int64_t v = 0; v < V; ++v) out[size_t(v)] = double(x[v]) - lse;
 }
 
@@ -63,6 +63,7 @@ Evaluation evaluate(const LanguageModel& ann, const LanguageModel* qann, const L
     Progress bar("evaluating", int64_t(windows.size()), progress);
     std::vector<double> lm(static_cast<size_t>(V));
     std::vector<float> ann_logp;  // [T, V] the ANN's log-probabilities of the current window, computed once
+    std::vector<double> ann_nll;  // [T] the ANN's -log p(next token), in double
     // Scores one model's logits of a window against the ANN's log-probabilities (ann_logp).
     auto score = [&](Fidelity& f, const std::vector<int32_t>& ids, const Tensor& logits, bool is_ann, const Tensor* ref) {
         const int64_t T = int64_t(ids.size());
@@ -70,19 +71,23 @@ Evaluation evaluate(const LanguageModel& ann, const LanguageModel* qann, const L
         for (int64_t t = 0; t < T; ++t) {
             const float* row = L + t * V;
             const float* la = ann_logp.data() + t * V;
+            if (is_ann) {  // the ANN's own log-probabilities are already there
+                if (t + 1 < T) {
+                    f.nll += ann_nll[size_t(t)];
+                    ++f.scored;
+                }
+                ++f.agree, ++f.positions;
+                continue;
+            }
             log_softmax(row, V, lm);
             if (t + 1 < T) {
                 f.nll -= lm[size_t(ids[size_t(t + 1)])];
                 ++f.scored;
             }
-            if (!is_ann) {
-                double kl = 0;
-                for (int64_t v = 0; v < V; ++v) kl += std::exp(double(la[v])) * (double(la[v]) - lm[size_t(v)]);
-                f.kl += std::max(0.0, kl);
-                f.agree += argmax(row, V) == argmax(la, V);
-            } else {
-                ++f.agree;
-            }
+            double kl = 0;
+            for (int64_t v = 0; v < V; ++v) kl += double(std::exp(la[v])) * (double(la[v]) - lm[size_t(v)]);
+            f.kl += std::max(0.0, kl);
+            f.agree += argmax(row, V) == argmax(la, V);
             ++f.positions;
             if (ref) {
                 const float* r = ref->data<float>() + t * V;
@@ -102,9 +107,11 @@ Evaluation evaluate(const LanguageModel& ann, const LanguageModel* qann, const L
         Tensor a = Tensor::empty({T, V}, DType::F32);
         ev.ann.seconds += timed([&] { all_logits(ann, ids, a); });
         ann_logp.resize(size_t(T * V));
+        ann_nll.assign(size_t(T), 0.0);
         for (int64_t t = 0; t < T; ++t) {
             log_softmax(a.data<float>() + t * V, V, lm);
             for (int64_t v = 0; v < V; ++v) ann_logp[size_t(t * V + v)] = float(lm[size_t(v)]);
+            if (t + 1 < T) ann_nll[size_t(t)] = -lm[size_t(ids[size_t(t + 1)])];
         }
         score(ev.ann, ids, a, true, nullptr);
         Tensor q;
