@@ -65,24 +65,28 @@ void SpikeStats::add(const SpikeStats& o) {
         }
 }
 
-int64_t SpikeStats::total_spikes() const {
+SpikeStats SpikeStats::since(const SpikeStats& before) const {
+    if (before.layers.size() != layers.size()) return *this;
+    SpikeStats d = *this;
+    d.tokens -= before.tokens, d.snn_macs -= before.snn_macs, d.ann_macs -= before.ann_macs;
+    for (size_t l = 0; l < layers.size(); ++l)
+        for (size_t k = 0; k < size_t(kSiteKinds); ++k) {
+            d.layers[l][k].neurons -= before.layers[l][k].neurons;
+            d.layers[l][k].spikes -= before.layers[l][k].spikes;
+            d.layers[l][k].synops -= before.layers[l][k].synops;
+        }
+    return d;
+}
+
+int64_t SpikeStats::total(int64_t SiteTelemetry::*field) const {
     int64_t n = 0;
     for (const auto& l : layers)
-        for (const auto& s : l) n += s.spikes;
+        for (const auto& s : l) n += s.*field;
     return n;
 }
-int64_t SpikeStats::total_synops() const {
-    int64_t n = 0;
-    for (const auto& l : layers)
-        for (const auto& s : l) n += s.synops;
-    return n;
-}
-int64_t SpikeStats::total_neurons() const {
-    int64_t n = 0;
-    for (const auto& l : layers)
-        for (const auto& s : l) n += s.neurons;
-    return n;
-}
+int64_t SpikeStats::total_spikes() const { return total(&SiteTelemetry::spikes); }
+int64_t SpikeStats::total_synops() const { return total(&SiteTelemetry::synops); }
+int64_t SpikeStats::total_neurons() const { return total(&SiteTelemetry::neurons); }
 double SpikeStats::firing_rate() const {
     const double denom = double(total_neurons()) * std::max(timesteps, 1);
     return denom > 0 ? double(total_spikes()) / denom : 0.0;
@@ -298,15 +302,8 @@ void SpikingGpt2::forward(std::span<const int32_t> ids, ModelState& state, Logit
     if (st->count_caches() != want_counts)
         fail("spiking forward: the state was made for {} caches; make a new state after changing the run mode",
              st->count_caches() ? "count" : "float");
-    const Gpt2Config& c = base_->config();
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
-    if (T == 0) fail("spiking forward: empty chunk");
-    if (P + T > st->capacity())
-        fail("chunk of {} tokens at position {} does not fit the context of {} tokens", T, P, st->capacity());
-    for (int32_t id : ids)
-        if (id < 0 || id >= c.vocab_size) fail("token id {} is outside the vocabulary [0, {})", id, c.vocab_size);
-    if (R > 0 && !(logits.shape() == Shape{R, c.vocab_size}))
-        fail("spiking forward: logits tensor {} should be [{}, {}]", logits.describe(), R, c.vocab_size);
+    check_forward_args(info(), ids, P, st->capacity(), rows, logits, "spiking");
     if (run_.mode == RunMode::Snn && run_.schedule == Schedule::Streaming) forward_streaming(ids, *st, rows, logits);
     else forward_layerwise(ids, *st, rows, logits);
     if (run_.mode == RunMode::Snn) {

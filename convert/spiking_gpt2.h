@@ -76,6 +76,7 @@ struct SpikeStats {
 
     void reset(int n_layer, int S);
     void add(const SpikeStats& o);
+    SpikeStats since(const SpikeStats& before) const;  // what was counted after `before` was taken
     int64_t total_spikes() const;
     int64_t total_synops() const;
     int64_t total_neurons() const;
@@ -83,6 +84,9 @@ struct SpikeStats {
     double snn_energy_joules() const;  // snn_macs * 4.6 pJ + synops * 0.9 pJ (45 nm, Horowitz 2014)
     double ann_energy_joules() const;  // ann_macs * 4.6 pJ
     nlohmann::json to_json(bool per_site) const;
+
+private:
+    int64_t total(int64_t SiteTelemetry::*field) const;
 };
 
 // Integer-valued weights of a linear layer fed by a spiking site: w[i][j] = round(W[i][j] *

@@ -38,13 +38,7 @@ TspOutput TemporalSpikeProcessor::forward(std::span<const int32_t> ids, std::spa
         for (int64_t p = s.position() - T; p < s.position(); ++p) out.position_ids.push_back(int32_t(std::max<int64_t>(p, -1)));
     }
     out.logits = rows == LogitRows::All ? all : all.slice_rows(T - 1, T);
-    // This call's statistics: what the model counted since `before`.
-    out.stats = snn_->stats();
-    SpikeStats neg = before;
-    for (auto& l : neg.layers)
-        for (auto& t : l) t.neurons = -t.neurons, t.spikes = -t.spikes, t.synops = -t.synops;
-    neg.tokens = -neg.tokens, neg.snn_macs = -neg.snn_macs, neg.ann_macs = -neg.ann_macs;
-    out.stats.add(neg);
+    out.stats = snn_->stats().since(before);  // this call's statistics
     return out;
 }
 

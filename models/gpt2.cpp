@@ -313,13 +313,7 @@ void Gpt2Model::forward(std::span<const int32_t> ids, ModelState& state, LogitRo
     auto* st = dynamic_cast<Gpt2State*>(&state);
     if (!st) fail("gpt2 forward: the state was not made by this model");
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
-    if (T == 0) fail("gpt2 forward: empty chunk");
-    if (P + T > st->capacity())
-        fail("chunk of {} tokens at position {} does not fit the context of {} tokens", T, P, st->capacity());
-    for (int32_t id : ids)
-        if (id < 0 || id >= cfg_.vocab_size) fail("token id {} is outside the vocabulary [0, {})", id, cfg_.vocab_size);
-    if (R > 0 && !(logits.shape() == Shape{R, cfg_.vocab_size}))
-        fail("gpt2 forward: logits tensor {} should be [{}, {}]", logits.describe(), R, cfg_.vocab_size);
+    check_forward_args(info_, ids, P, st->capacity(), rows, logits, "gpt2");
     st->reserve(T);
 
     // x: [T, C] residual stream; h: [T, C] normalised / projected; qkv: [T, 3C]; att: [T, C]; mlp: [T, I]

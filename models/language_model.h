@@ -35,6 +35,12 @@ struct ModelInfo {
     int64_t n_positions = 0;   // largest context the model supports
 };
 
+// The checks every forward makes before touching its cache: a non-empty chunk that fits the
+// cache (P = tokens already cached), ids inside the vocabulary, and a logits tensor of [rows, V].
+// `who` names the model in messages.
+void check_forward_args(const ModelInfo& info, std::span<const int32_t> ids, int64_t P, int64_t capacity,
+                        LogitRows rows, const Tensor& logits, const char* who);
+
 class LanguageModel {
 public:
     virtual ~LanguageModel() = default;

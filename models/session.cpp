@@ -7,6 +7,17 @@
 
 namespace stac {
 
+void check_forward_args(const ModelInfo& info, std::span<const int32_t> ids, int64_t P, int64_t capacity,
+                        LogitRows rows, const Tensor& logits, const char* who) {
+    const int64_t T = int64_t(ids.size()), R = logit_row_count(rows, T);
+    if (T == 0) fail("{} forward: empty chunk", who);
+    if (P + T > capacity) fail("chunk of {} tokens at position {} does not fit the context of {} tokens", T, P, capacity);
+    for (int32_t id : ids)
+        if (id < 0 || id >= info.vocab_size) fail("token id {} is outside the vocabulary [0, {})", id, info.vocab_size);
+    if (R > 0 && (!(logits.shape() == Shape{R, info.vocab_size}) || logits.dtype() != DType::F32))
+        fail("{} forward: logits tensor {} should be F32[{}, {}]", who, logits.describe(), R, info.vocab_size);
+}
+
 Session::Session(const LanguageModel& model, int64_t max_context) : model_(&model) {
     const int64_t n = model.info().n_positions;
     if (max_context < 0) fail("max context {} is negative", max_context);
