@@ -1,5 +1,6 @@
 #include "convert/convert.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -70,6 +71,14 @@ void share_per_head(std::vector<float>& clip, int64_t D) {
 bool is_qkv(SiteKind k) { return k == SiteKind::Q || k == SiteKind::K || k == SiteKind::V; }
 
 void finish_site(SnnSpec& s, SiteQuant& q, SiteKind k) {
+    // A channel calibration never saw away from 0 (a ReLU unit that never fires, say) has clip 0;
+    // any positive threshold keeps it silent on such inputs. It gets the site's largest clip (or 1
+    // when the whole site saw only zeros), so every threshold is positive and finite.
+    float largest = 0;
+    for (float c : q.clip)
+        if (std::isfinite(c)) largest = std::max(largest, c);
+    for (float& c : q.clip)
+        if (!(c > 0) || !std::isfinite(c)) c = largest > 0 ? largest : 1.0f;
     q.kind = k;
     q.is_signed = s.site_signed(k);
     q.set_levels(s.levels);

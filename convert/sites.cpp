@@ -85,8 +85,10 @@ void SiteQuant::set_levels(int L) {
     scale.resize(clip.size());
     inv.resize(clip.size());
     for (size_t i = 0; i < clip.size(); ++i) {
-        // A channel that never fired in calibration still gets a usable threshold.
-        const float c = clip[i] > 0.0f && std::isfinite(clip[i]) ? clip[i] : 1e-6f;
+        // Conversion gives channels that never fired a positive clip (convert.cpp, finish_site).
+        const float c = clip[i];
+        if (!(c > 0.0f) || !std::isfinite(c))
+            fail("site {}: clip[{}] = {} (thresholds must be positive and finite)", site_name(kind), i, c);
         scale[i] = c / float(L);
         inv[i] = 1.0f / scale[i];
     }

@@ -1,6 +1,7 @@
 #include "kernels/kernels.h"
 
 #include "kernels/check.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 
 namespace stac::kernels {
@@ -12,15 +13,44 @@ namespace {
 void need_f32(const Tensor& t, const char* op, const char* what) { detail::need(t, DType::F32, op, what); }
 }  // namespace
 
-void linear(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b) {
-    need_f32(out, "linear", "out"), need_f32(x, "linear", "x"), need_f32(w, "linear", "w");
-    if (x.rank() != 2 || w.rank() != 2) fail("linear: x {} and w {} must be 2-D", x.describe(), w.describe());
-    const int64_t T = x.dim(0), K = x.dim(1), N = w.dim(1);
-    need_shape(w, {K, N}, "linear", "w");
+void linear(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, std::optional<Activation> act) {
+    need_f32(out, "linear", "out"), need_f32(x, "linear", "x");
+    if (x.rank() != 2) fail("linear: x {} must be 2-D", x.describe());
+    const int64_t T = x.dim(0), K = x.dim(1);
+    const bool packed = w.dtype() == DType::BF16;
+    if (!packed) need_f32(w, "linear", "w");
+    if (w.rank() != (packed ? 3 : 2)) fail("linear: w {} must be f32 [K, N] or packed bf16 [K/2, N, 2]", w.describe());
+    const int64_t N = w.dim(1);
+    if (packed) need_shape(w, {(K + 1) / 2, N, 2}, "linear", "w");
+    else need_shape(w, {K, N}, "linear", "w");
     need_shape(out, {T, N}, "linear", "out");
     if (b.defined()) need_f32(b, "linear", "b"), need_shape(b, {N}, "linear", "b");
     same_device("linear", {&out, &x, &w, &b});
-    cpu::linear(out.data<float>(), x.data<float>(), w.data<float>(), b.defined() ? b.data<float>() : nullptr, T, K, N);
+    const float* bias = b.defined() ? b.data<float>() : nullptr;
+    if (packed) cpu::linear_bf16(out.data<float>(), x.data<float>(), w.raw_data<uint16_t>(), bias, T, K, N, act);
+    else cpu::linear_f32(out.data<float>(), x.data<float>(), w.data<float>(), bias, T, K, N, act);
+}
+
+Tensor pack_bf16_pairs(const Tensor& w) {
+    need_f32(w, "pack_bf16_pairs", "w");
+    if (w.rank() != 2) fail("pack_bf16_pairs: w {} must be 2-D [K, N]", w.describe());
+    const int64_t K = w.dim(0), N = w.dim(1);
+    Tensor p = Tensor::empty({(K + 1) / 2, N, 2}, DType::BF16, w.device());
+    same_device("pack_bf16_pairs", {&w, &p});
+    cpu::pack_bf16_pairs(p.raw_data<uint16_t>(), w.data<float>(), K, N);
+    return p;
+}
+
+void add_layernorm(const Tensor& out, const Tensor& x, const Tensor& y, const Tensor& g, const Tensor& b, float eps) {
+    need_f32(out, "add_layernorm", "out"), need_f32(x, "add_layernorm", "x"), need_f32(y, "add_layernorm", "y");
+    need_f32(g, "add_layernorm", "weight"), need_f32(b, "add_layernorm", "bias");
+    if (x.rank() != 2) fail("add_layernorm: x {} must be 2-D", x.describe());
+    const int64_t T = x.dim(0), C = x.dim(1);
+    need_shape(y, {T, C}, "add_layernorm", "y"), need_shape(out, {T, C}, "add_layernorm", "out");
+    need_shape(g, {C}, "add_layernorm", "weight"), need_shape(b, {C}, "add_layernorm", "bias");
+    same_device("add_layernorm", {&out, &x, &y, &g, &b});
+    cpu::add_layernorm(out.data<float>(), x.data<float>(), y.data<float>(), g.data<float>(), b.data<float>(), T, C,
+                       eps);
 }
 
 void layernorm(const Tensor& out, const Tensor& x, const Tensor& g, const Tensor& b, float eps) {
@@ -82,8 +112,9 @@ void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Ten
     need_shape(qkv, {T, 3 * C}, "attention", "qkv");
     need_shape(out, {T, C}, "attention", "out");
     if (pos0 < 0 || pos0 + T > cap) fail("attention: rows {}..{} exceed the cache capacity {}", pos0, pos0 + T, cap);
-    if (scratch.numel() < T * (pos0 + T))
-        fail("attention: scratch of {} floats is smaller than T * (P + T) = {}", scratch.numel(), T * (pos0 + T));
+    if (scratch.numel() < H * T * (pos0 + T))
+        fail("attention: scratch of {} floats is smaller than H * T * (P + T) = {}", scratch.numel(),
+             H * T * (pos0 + T));
     same_device("attention", {&out, &qkv, &kc, &vc, &scratch});
     cpu::attention(out.data<float>(), C, qkv.data<float>(), 3 * C, kc.data<float>(), vc.data<float>(), T, pos0, H, D,
                    cap, scale, scratch.data<float>());
@@ -111,12 +142,15 @@ void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev) {
 }
 
 void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e) {
-    need_f32(out, "matmul_nt", "out"), need_f32(x, "matmul_nt", "x"), need_f32(e, "matmul_nt", "e");
+    need_f32(out, "matmul_nt", "out"), need_f32(x, "matmul_nt", "x");
+    if (e.dtype() != DType::BF16) need_f32(e, "matmul_nt", "e");
+    if (x.rank() != 2 || e.rank() != 2) fail("matmul_nt: x {} and e {} must be 2-D", x.describe(), e.describe());
     const int64_t T = x.dim(0), C = x.dim(1), V = e.dim(0);
     need_shape(e, {V, C}, "matmul_nt", "e");
     need_shape(out, {T, V}, "matmul_nt", "out");
     same_device("matmul_nt", {&out, &x, &e});
-    cpu::matmul_nt(out.data<float>(), x.data<float>(), e.data<float>(), T, C, V);
+    if (e.dtype() == DType::BF16) cpu::matmul_nt_bf16(out.data<float>(), x.data<float>(), e.raw_data<uint16_t>(), T, C, V);
+    else cpu::matmul_nt(out.data<float>(), x.data<float>(), e.data<float>(), T, C, V);
 }
 
 }  // namespace stac::kernels

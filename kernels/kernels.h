@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 
 #include "core/tensor.h"
@@ -12,8 +13,15 @@
 
 namespace stac::kernels {
 
-// out: [T, N] = x: [T, K] · w: [K, N] + b: [N] (b may be undefined)
-void linear(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b);
+// out: [T, N] = act(x: [T, K] · w + b: [N]) (b may be undefined; no activation when act is empty).
+// w is f32 [K, N] (Hugging Face Conv1D layout) or bf16 packed by pack_bf16_pairs: [ceil(K/2), N, 2].
+void linear(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b,
+            std::optional<Activation> act = std::nullopt);
+// w: f32 [K, N] -> bf16 [ceil(K/2), N, 2], pairs of consecutive inputs side by side (what the
+// bf16 dot-product instruction reads), rounded to nearest even.
+Tensor pack_bf16_pairs(const Tensor& w);
+// x += y, then out = layernorm(x) (the residual add fused with the next LayerNorm); all [T, C]
+void add_layernorm(const Tensor& out, const Tensor& x, const Tensor& y, const Tensor& g, const Tensor& b, float eps);
 // out, x: [T, C]; g, b: [C]
 void layernorm(const Tensor& out, const Tensor& x, const Tensor& g, const Tensor& b, float eps);
 // x: any shape, in place
@@ -25,7 +33,7 @@ void embedding(const Tensor& out, std::span<const int32_t> ids, int64_t pos0, co
 // kc, vc: [H, cap, D] receive K, V of qkv: [T, 3C] at rows pos0..pos0+T-1
 void kv_append(const Tensor& kc, const Tensor& vc, const Tensor& qkv, int64_t pos0);
 // out: [T, C] = causal attention of the queries in qkv: [T, 3C] (positions pos0..) over kc, vc: [H, cap, D]
-// rows [0, pos0+T), scores scaled by `scale`; scratch: at least T * (pos0 + T) floats
+// rows [0, pos0+T), scores scaled by `scale`; scratch: at least H * T * (pos0 + T) floats (heads run side by side)
 void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, int64_t pos0, float scale,
                const Tensor& scratch);
 // out = a * in, same shape
@@ -36,7 +44,7 @@ void scaled_copy(const Tensor& out, const Tensor& in, float a);
 void accumulate(const Tensor& sum, const Tensor& inc, const Tensor& value);
 // The step of a temporal-difference operator: emitted = y - prev, then prev = y (same shapes)
 void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev);
-// out: [T, V] = x: [T, C] · e: [V, C]^T (the tied LM head)
+// out: [T, V] = x: [T, C] · e: [V, C]^T (the tied LM head); e is f32 or bf16
 void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e);
 
 }  // namespace stac::kernels

@@ -277,7 +277,7 @@ void Gpt2State::reserve(int64_t rows) {
     qkv = Tensor::empty({rows, 3 * C}, DType::F32);
     att = Tensor::empty({rows, C}, DType::F32);
     mlp = Tensor::empty({rows, I}, DType::F32);
-    scores = Tensor::empty({rows * capacity_}, DType::F32);
+    scores = Tensor::empty({cfg_->n_head * rows * capacity_}, DType::F32);
     reserved_rows = rows;
 }
 
@@ -309,6 +309,28 @@ std::unique_ptr<ModelState> Gpt2Model::new_state(int64_t capacity) const {
     return std::make_unique<Gpt2State>(cfg_, capacity);
 }
 
+std::string_view weight_format_name(WeightFormat f) { return f == WeightFormat::BF16 ? "bf16" : "f32"; }
+
+WeightFormat weight_format_from_name(std::string_view s) {
+    if (s == "f32") return WeightFormat::F32;
+    if (s == "bf16") return WeightFormat::BF16;
+    fail("unknown weight format '{}' (expected f32 or bf16)", s);
+}
+
+void Gpt2Model::set_weight_format(WeightFormat f) {
+    if (f == format_) return;
+    packed_.clear();
+    head_bf16_ = Tensor();
+    if (f == WeightFormat::BF16) {
+        for (const Gpt2Layer& L : w_.layers)
+            packed_.push_back({kernels::pack_bf16_pairs(L.attn_w), kernels::pack_bf16_pairs(L.proj_w),
+                               kernels::pack_bf16_pairs(L.fc_w), kernels::pack_bf16_pairs(L.fc_proj_w)});
+        head_bf16_ = Tensor::empty(w_.lm_head.shape(), DType::BF16);
+        convert_elements(head_bf16_.raw(), DType::BF16, w_.lm_head.raw(), DType::F32, size_t(w_.lm_head.numel()));
+    }
+    format_ = f;
+}
+
 void Gpt2Model::forward(std::span<const int32_t> ids, ModelState& state, LogitRows rows, const Tensor& logits) const {
     auto* st = dynamic_cast<Gpt2State*>(&state);
     if (!st) fail("gpt2 forward: the state was not made by this model");
@@ -319,27 +341,33 @@ void Gpt2Model::forward(std::span<const int32_t> ids, ModelState& state, LogitRo
     // x: [T, C] residual stream; h: [T, C] normalised / projected; qkv: [T, 3C]; att: [T, C]; mlp: [T, I]
     const Tensor x = st->x.slice_rows(0, T), h = st->h.slice_rows(0, T), qkv = st->qkv.slice_rows(0, T),
                  att = st->att.slice_rows(0, T), mlp = st->mlp.slice_rows(0, T);
+    const bool bf16 = format_ == WeightFormat::BF16;
+    const float eps = cfg_.layer_norm_epsilon;
     kernels::embedding(x, ids, P, w_.wte, w_.wpe);
+    kernels::layernorm(h, x, w_.layers[0].ln1_g, w_.layers[0].ln1_b, eps);
     for (int64_t l = 0; l < cfg_.n_layer; ++l) {
         const Gpt2Layer& L = w_.layers[size_t(l)];
-        kernels::layernorm(h, x, L.ln1_g, L.ln1_b, cfg_.layer_norm_epsilon);
-        kernels::linear(qkv, h, L.attn_w, L.attn_b);
+        const PackedLayer* B = bf16 ? &packed_[size_t(l)] : nullptr;
+        kernels::linear(qkv, h, B ? B->attn_w : L.attn_w, L.attn_b);
         kernels::kv_append(st->k[size_t(l)], st->v[size_t(l)], qkv, P);
         kernels::attention(att, qkv, st->k[size_t(l)], st->v[size_t(l)], P, cfg_.attn_scale(l), st->scores);
-        kernels::linear(h, att, L.proj_w, L.proj_b);
-        kernels::add(x, h);
-        kernels::layernorm(h, x, L.ln2_g, L.ln2_b, cfg_.layer_norm_epsilon);
-        kernels::linear(mlp, h, L.fc_w, L.fc_b);
-        kernels::activation(mlp, cfg_.activation);
-        kernels::linear(h, mlp, L.fc_proj_w, L.fc_proj_b);
-        kernels::add(x, h);
+        kernels::linear(h, att, B ? B->proj_w : L.proj_w, L.proj_b);
+        kernels::add_layernorm(h, x, h, L.ln2_g, L.ln2_b, eps);  // x += attention; h = ln_2(x)
+        kernels::linear(mlp, h, B ? B->fc_w : L.fc_w, L.fc_b, cfg_.activation);
+        kernels::linear(h, mlp, B ? B->fc_proj_w : L.fc_proj_w, L.fc_proj_b);
+        if (l + 1 < cfg_.n_layer) {
+            const Gpt2Layer& N = w_.layers[size_t(l + 1)];
+            kernels::add_layernorm(h, x, h, N.ln1_g, N.ln1_b, eps);  // x += mlp; h = next ln_1(x)
+        } else {
+            kernels::add(x, h);
+        }
     }
     st->length_ = P + T;
     if (R == 0) return;
     // Final LayerNorm and head only for the rows that need logits.
     const Tensor xr = x.slice_rows(T - R, T), hr = h.slice_rows(0, R);
-    kernels::layernorm(hr, xr, w_.lnf_g, w_.lnf_b, cfg_.layer_norm_epsilon);
-    kernels::matmul_nt(logits, hr, w_.lm_head);
+    kernels::layernorm(hr, xr, w_.lnf_g, w_.lnf_b, eps);
+    kernels::matmul_nt(logits, hr, bf16 ? head_bf16_ : w_.lm_head);
 }
 
 }  // namespace stac

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -79,7 +80,7 @@ public:
 
     std::vector<Tensor> k, v;  // per layer [H, cap, D]
     // Scratch for a chunk of up to `rows` tokens: x, h: [rows, C]; qkv: [rows, 3C]; att: [rows, C];
-    // mlp: [rows, I]; scores: [rows * cap].
+    // mlp: [rows, I]; scores: [H * rows * cap].
     void reserve(int64_t rows);
     Tensor x, h, qkv, att, mlp, scores;
     int64_t reserved_rows = 0;
@@ -89,6 +90,13 @@ private:
     const Gpt2Config* cfg_;
     int64_t capacity_;
 };
+
+// How the matrices of a model are held for its forward: f32 as loaded, or bf16 (packed for the
+// bf16 dot-product kernels; activations and accumulation stay f32). bf16 halves the bytes a decode
+// step reads; see docs/PERFORMANCE.md for what it does to the logits.
+enum class WeightFormat { F32, BF16 };
+std::string_view weight_format_name(WeightFormat f);
+WeightFormat weight_format_from_name(std::string_view s);  // "f32" | "bf16"; throws stac::Error
 
 class Gpt2Model final : public LanguageModel {
 public:
@@ -102,11 +110,21 @@ public:
 
     const Gpt2Config& config() const { return cfg_; }
     const Gpt2Weights& weights() const { return w_; }
+    // BF16 packs bf16 copies of the four matrices of every block and of the LM head (the f32
+    // weights stay: embeddings, norms, biases, and the spiking conversion read them).
+    void set_weight_format(WeightFormat f);
+    WeightFormat weight_format() const { return format_; }
 
 private:
+    struct PackedLayer {
+        Tensor attn_w, proj_w, fc_w, fc_proj_w;  // bf16 [K/2, N, 2]
+    };
     Gpt2Config cfg_;
     Gpt2Weights w_;
     ModelInfo info_;
+    WeightFormat format_ = WeightFormat::F32;
+    std::vector<PackedLayer> packed_;
+    Tensor head_bf16_;  // [V, C]
 };
 
 }  // namespace stac

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "convert/convert.h"
 #include "convert/evaluate.h"
 #include "core/sha256.h"
 #include "models/generate.h"
@@ -69,4 +70,26 @@ TEST_CASE("bundled: held-out perplexity equals the training script's figure" * d
         MESSAGE(name << ": held-out perplexity stac " << ev.ann.perplexity() << ", transformers " << ref);
         CHECK(std::fabs(ev.ann.perplexity() - ref) <= 1e-5 * ref);
     }
+}
+
+TEST_CASE("bundled: the ReLU model converts, saves and loads (units that never fired get a positive threshold)") {
+    // Some of this model's ReLU units never fire on the calibration prompts: their clip is 0, which
+    // an SNN directory cannot hold. Conversion must give them a usable threshold.
+    const auto dir = repo_root() / "models" / "bundled" / "gpt2-fortunes-relu";
+    std::shared_ptr<const Gpt2Model> base = Gpt2Model::load(dir);
+    const auto tok = load_tokenizer(dir);
+    ConvertOptions opt;
+    opt.progress = false;
+    opt.num_samples = 8;
+    const SnnSpec spec = convert_gpt2(base, tok.get(), opt);
+    for (int l = 0; l < int(base->config().n_layer); ++l)
+        for (float c : spec.site(l, SiteKind::MlpAct).clip) {
+            CAPTURE(l);
+            CAPTURE(c);
+            REQUIRE((c > 0 && std::isfinite(c)));
+        }
+    TempDir tmp;
+    save_snn_model(tmp / "snn", dir, spec);
+    const LoadedSnn back = load_snn_model(tmp / "snn");
+    CHECK(back.spec.site(0, SiteKind::MlpAct).clip == spec.site(0, SiteKind::MlpAct).clip);
 }

@@ -6,16 +6,16 @@
 
 #include <Eigen/Core>
 
+#include "core/parallel.h"
+#include "kernels/cpu/gemm.h"
+
 namespace stac::cpu {
 
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Strided = Eigen::OuterStride<>;
 
 void linear(float* out, const float* x, const float* w, const float* b, int64_t T, int64_t K, int64_t N) {
-    Eigen::Map<const RowMat> X(x, T, K), W(w, K, N);
-    Eigen::Map<RowMat> O(out, T, N);
-    O.noalias() = X * W;
-    if (b) O.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(b, N);
+    linear_f32(out, x, w, b, T, K, N);
 }
 
 void layernorm(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps) {
@@ -32,6 +32,18 @@ void layernorm(float* out, const float* x, const float* g, const float* b, int64
         const float inv = 1.0f / std::sqrt(var + eps);
         for (int64_t c = 0; c < C; ++c) o[c] = (r[c] - mean) * inv * g[c] + b[c];
     }
+}
+
+void add_layernorm(float* out, float* x, const float* y, const float* g, const float* b, int64_t T, int64_t C,
+                   float eps) {
+    parallel_for(T, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+            float* r = x + t * C;
+            const float* d = y + t * C;
+            for (int64_t c = 0; c < C; ++c) r[c] += d[c];
+        }
+        layernorm(out + t0 * C, x + t0 * C, g, b, t1 - t0, C, eps);
+    });
 }
 
 void activation(float* x, int64_t n, Activation act) {
@@ -85,32 +97,35 @@ void kv_append(float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, 
 void attention(float* out, int64_t ldo, const float* q, int64_t ldq, const float* kc, const float* vc, int64_t T,
                int64_t P, int64_t H, int64_t D, int64_t cap, float scale, float* scratch) {
     const int64_t L = P + T;  // keys visible to the last query
-    for (int64_t h = 0; h < H; ++h) {
-        // Q: [T, D] (strided view of q), K, V: [L, D] (this head's cache rows), S: [T, L]
-        Eigen::Map<const RowMat, 0, Strided> Q(q + h * D, T, D, Strided(ldq));
-        Eigen::Map<const RowMat> K(kc + h * cap * D, L, D), V(vc + h * cap * D, L, D);
-        Eigen::Map<RowMat> S(scratch, T, L);
-        S.noalias() = Q * K.transpose();
-        for (int64_t t = 0; t < T; ++t) {
-            float* s = scratch + t * L;
-            const int64_t len = P + t + 1;
-            float m = -INFINITY;
-            for (int64_t j = 0; j < len; ++j) {
-                s[j] *= scale;
-                m = std::max(m, s[j]);
+    parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
+        for (int64_t h = h0; h < h1; ++h) {
+            // Q: [T, D] (strided view of q), K, V: [L, D] (this head's cache rows), S: [T, L]
+            float* sh = scratch + h * T * L;
+            Eigen::Map<const RowMat, 0, Strided> Q(q + h * D, T, D, Strided(ldq));
+            Eigen::Map<const RowMat> K(kc + h * cap * D, L, D), V(vc + h * cap * D, L, D);
+            Eigen::Map<RowMat> S(sh, T, L);
+            S.noalias() = Q * K.transpose();
+            for (int64_t t = 0; t < T; ++t) {
+                float* s = sh + t * L;
+                const int64_t len = P + t + 1;
+                float m = -INFINITY;
+                for (int64_t j = 0; j < len; ++j) {
+                    s[j] *= scale;
+                    m = std::max(m, s[j]);
+                }
+                float sum = 0;
+                for (int64_t j = 0; j < len; ++j) {
+                    s[j] = std::exp(s[j] - m);
+                    sum += s[j];
+                }
+                const float inv = 1.0f / sum;
+                for (int64_t j = 0; j < len; ++j) s[j] *= inv;
+                for (int64_t j = len; j < L; ++j) s[j] = 0.0f;  // future positions (causal mask)
             }
-            float sum = 0;
-            for (int64_t j = 0; j < len; ++j) {
-                s[j] = std::exp(s[j] - m);
-                sum += s[j];
-            }
-            const float inv = 1.0f / sum;
-            for (int64_t j = 0; j < len; ++j) s[j] *= inv;
-            for (int64_t j = len; j < L; ++j) s[j] = 0.0f;  // future positions (causal mask)
+            Eigen::Map<RowMat, 0, Strided> O(out + h * D, T, D, Strided(ldo));
+            O.noalias() = S * V;
         }
-        Eigen::Map<RowMat, 0, Strided> O(out + h * D, T, D, Strided(ldo));
-        O.noalias() = S * V;
-    }
+    });
 }
 
 void attention_scores(float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P, int64_t H,
@@ -137,9 +152,7 @@ void attention_pv(float* out, int64_t ldo, const float* probs, const float* vc, 
 }
 
 void matmul_nt(float* logits, const float* x, const float* e, int64_t T, int64_t C, int64_t V) {
-    Eigen::Map<const RowMat> X(x, T, C), E(e, V, C);
-    Eigen::Map<RowMat> O(logits, T, V);
-    O.noalias() = X * E.transpose();
+    matmul_nt_f32(logits, x, e, T, C, V);
 }
 
 }  // namespace stac::cpu

@@ -12,6 +12,9 @@ namespace stac::cpu {
 void linear(float* out, const float* x, const float* w, const float* b, int64_t T, int64_t K, int64_t N);
 void layernorm(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps);
 void activation(float* x, int64_t n, Activation act);
+// x += y (the residual add), then out = layernorm(x), row by row in one pass.
+void add_layernorm(float* out, float* x, const float* y, const float* g, const float* b, int64_t T, int64_t C,
+                   float eps);
 void add_inplace(float* x, const float* y, int64_t n);
 void scaled_copy(float* out, const float* in, int64_t n, float a);
 // sum += inc (double); value = float(sum)
@@ -23,7 +26,8 @@ void embedding(float* out, const int32_t* ids, int64_t T, int64_t pos0, const fl
 // Copies K and V of T new tokens (columns [C, 2C) and [2C, 3C) of qkv[T, 3C], C = H*D) into the
 // caches kc, vc: [H, cap, D] at rows pos0..pos0+T-1.
 void kv_append(float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D, int64_t cap);
-// Causal attention, see ref::attention. scratch holds T * (P + T) floats.
+// Causal attention, see ref::attention; the heads run on the threads of core/parallel.h. scratch holds
+// H * T * (P + T) floats.
 void attention(float* out, int64_t ldo, const float* q, int64_t ldq, const float* kc, const float* vc, int64_t T,
                int64_t P, int64_t H, int64_t D, int64_t cap, float scale, float* scratch);
 // Attention in explicit steps (the spiking model and calibration need the probabilities):
