@@ -1,6 +1,9 @@
 #include "kernels/kernels.h"
 
 #include "kernels/check.h"
+#include <algorithm>
+
+#include "core/parallel.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 
@@ -78,28 +81,40 @@ void add(const Tensor& x, const Tensor& y) {
 }
 
 void embedding(const Tensor& out, std::span<const int32_t> ids, int64_t pos0, const Tensor& wte, const Tensor& wpe) {
-    need_f32(out, "embedding", "out"), need_f32(wte, "embedding", "wte"), need_f32(wpe, "embedding", "wpe");
+    need_f32(out, "embedding", "out"), need_f32(wte, "embedding", "wte");
+    if (wpe.defined()) need_f32(wpe, "embedding", "wpe");
     const int64_t T = static_cast<int64_t>(ids.size()), C = wte.dim(1);
     need_shape(out, {T, C}, "embedding", "out");
-    if (wpe.dim(1) != C) fail("embedding: wpe {} and wte {} differ in width", wpe.describe(), wte.describe());
+    if (wpe.defined() && wpe.dim(1) != C) fail("embedding: wpe {} and wte {} differ in width", wpe.describe(), wte.describe());
     for (int64_t t = 0; t < T; ++t)
         if (ids[size_t(t)] < 0 || ids[size_t(t)] >= wte.dim(0))
             fail("token id {} is outside the model's vocabulary [0, {})", ids[size_t(t)], wte.dim(0));
-    if (pos0 < 0 || pos0 + T > wpe.dim(0))
+    if (wpe.defined() && (pos0 < 0 || pos0 + T > wpe.dim(0)))
         fail("positions {}..{} are outside the model's {} positions", pos0, pos0 + T - 1, wpe.dim(0));
     same_device("embedding", {&out, &wte, &wpe});
-    cpu::embedding(out.data<float>(), ids.data(), T, pos0, wte.data<float>(), wpe.data<float>(), C);
+    cpu::embedding(out.data<float>(), ids.data(), T, pos0, wte.data<float>(), wpe.defined() ? wpe.data<float>() : nullptr, C);
 }
+
+namespace {
+// The head counts of a fused qkv: [T, (H + 2G) D] over a cache of G key/value heads of D: returns H.
+int64_t query_heads(const Tensor& qkv, int64_t G, int64_t D, const char* op) {
+    const int64_t W = qkv.rank() == 2 ? qkv.dim(1) : -1;
+    if (W < 0 || W % D != 0 || W / D < 3 * G || (W / D - 2 * G) % G != 0)
+        fail("{}: qkv {} is not [T, (H + 2G) * {}] for G = {} key/value heads with H a multiple of G", op,
+             qkv.describe(), D, G);
+    return W / D - 2 * G;
+}
+}  // namespace
 
 void kv_append(const Tensor& kc, const Tensor& vc, const Tensor& qkv, int64_t pos0) {
     need_f32(kc, "kv_append", "k cache"), need_f32(vc, "kv_append", "v cache"), need_f32(qkv, "kv_append", "qkv");
     if (kc.rank() != 3) fail("kv_append: k cache {} must be [H, cap, D]", kc.describe());
-    const int64_t H = kc.dim(0), cap = kc.dim(1), D = kc.dim(2), T = qkv.dim(0);
+    const int64_t G = kc.dim(0), cap = kc.dim(1), D = kc.dim(2), T = qkv.dim(0);
     need_shape(vc, kc.shape(), "kv_append", "v cache");
-    need_shape(qkv, {T, 3 * H * D}, "kv_append", "qkv");
+    const int64_t H = query_heads(qkv, G, D, "kv_append");
     if (pos0 < 0 || pos0 + T > cap) fail("kv_append: rows {}..{} exceed the cache capacity {}", pos0, pos0 + T, cap);
     same_device("kv_append", {&kc, &vc, &qkv});
-    cpu::kv_append(kc.data<float>(), vc.data<float>(), qkv.data<float>(), T, pos0, H, D, cap);
+    cpu::kv_append(kc.data<float>(), vc.data<float>(), qkv.data<float>(), T, pos0, G, D, cap, H);
 }
 
 void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, int64_t pos0, float scale,
@@ -107,17 +122,48 @@ void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Ten
     need_f32(out, "attention", "out"), need_f32(qkv, "attention", "qkv");
     need_f32(kc, "attention", "k cache"), need_f32(vc, "attention", "v cache"), need_f32(scratch, "attention", "scratch");
     if (kc.rank() != 3) fail("attention: k cache {} must be [H, cap, D]", kc.describe());
-    const int64_t H = kc.dim(0), cap = kc.dim(1), D = kc.dim(2), C = H * D, T = qkv.dim(0);
+    const int64_t G = kc.dim(0), cap = kc.dim(1), D = kc.dim(2), T = qkv.dim(0);
     need_shape(vc, kc.shape(), "attention", "v cache");
-    need_shape(qkv, {T, 3 * C}, "attention", "qkv");
-    need_shape(out, {T, C}, "attention", "out");
+    const int64_t H = query_heads(qkv, G, D, "attention");
+    need_shape(out, {T, H * D}, "attention", "out");
     if (pos0 < 0 || pos0 + T > cap) fail("attention: rows {}..{} exceed the cache capacity {}", pos0, pos0 + T, cap);
-    if (scratch.numel() < H * T * (pos0 + T))
-        fail("attention: scratch of {} floats is smaller than H * T * (P + T) = {}", scratch.numel(),
-             H * T * (pos0 + T));
+    const int64_t per_slice = T * (pos0 + T);
+    if (scratch.numel() < per_slice)
+        fail("attention: scratch of {} floats is smaller than T * (P + T) = {}", scratch.numel(), per_slice);
     same_device("attention", {&out, &qkv, &kc, &vc, &scratch});
-    cpu::attention(out.data<float>(), C, qkv.data<float>(), 3 * C, kc.data<float>(), vc.data<float>(), T, pos0, H, D,
-                   cap, scale, scratch.data<float>());
+    // As many heads side by side as there are threads and scratch slices for them.
+    const int64_t slices = std::min<int64_t>({H, num_threads(), scratch.numel() / per_slice});
+    cpu::attention(out.data<float>(), H * D, qkv.data<float>(), qkv.dim(1), kc.data<float>(), vc.data<float>(), T,
+                   pos0, H, D, cap, scale, scratch.data<float>(), H / G, slices);
+}
+
+void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& g, float eps) {
+    need_f32(out, "rmsnorm", "out"), need_f32(x, "rmsnorm", "x"), need_f32(g, "rmsnorm", "weight");
+    if (x.rank() != 2) fail("rmsnorm: x {} must be 2-D", x.describe());
+    const int64_t T = x.dim(0), C = x.dim(1);
+    need_shape(out, {T, C}, "rmsnorm", "out"), need_shape(g, {C}, "rmsnorm", "weight");
+    same_device("rmsnorm", {&out, &x, &g});
+    cpu::rmsnorm(out.data<float>(), x.data<float>(), g.data<float>(), T, C, eps);
+}
+
+void silu_gate(const Tensor& out, const Tensor& gu) {
+    need_f32(out, "silu_gate", "out"), need_f32(gu, "silu_gate", "gate|up");
+    if (gu.rank() != 2 || gu.dim(1) % 2 != 0) fail("silu_gate: gate|up {} must be [T, 2I]", gu.describe());
+    const int64_t T = gu.dim(0), I = gu.dim(1) / 2;
+    need_shape(out, {T, I}, "silu_gate", "out");
+    same_device("silu_gate", {&out, &gu});
+    cpu::silu_gate(out.data<float>(), gu.data<float>(), T, I);
+}
+
+void rope(const Tensor& x, int64_t nh, int64_t D, int64_t pos0, float theta) {
+    need_f32(x, "rope", "x");
+    if (x.rank() != 2) fail("rope: x {} must be 2-D", x.describe());
+    if (nh < 1 || D < 2 || D % 2 != 0 || nh * D > x.dim(1))
+        fail("rope: {} heads of {} (an even head size) do not fit rows of {}", nh, D, x.dim(1));
+    if (pos0 < 0) fail("rope: negative position {}", pos0);
+    if (!(theta > 0.0f)) fail("rope: theta = {} must be positive", theta);
+    same_device("rope", {&x});
+    cpu::rope(x.data<float>(), x.dim(1), x.dim(0), nh, D, pos0, theta);
 }
 
 void scaled_copy(const Tensor& out, const Tensor& in, float a) {

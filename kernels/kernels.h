@@ -28,14 +28,25 @@ void layernorm(const Tensor& out, const Tensor& x, const Tensor& g, const Tensor
 void activation(const Tensor& x, Activation act);
 // x += y, same shape
 void add(const Tensor& x, const Tensor& y);
-// out: [T, C] = wte[ids] + wpe[pos0 .. pos0+T); ids are checked against wte's rows
+// out: [T, C] = wte[ids] + wpe[pos0 .. pos0+T); ids are checked against wte's rows. wpe may be
+// undefined (Llama: positions enter through the rotary embedding), then out = wte[ids].
 void embedding(const Tensor& out, std::span<const int32_t> ids, int64_t pos0, const Tensor& wte, const Tensor& wpe);
-// kc, vc: [H, cap, D] receive K, V of qkv: [T, 3C] at rows pos0..pos0+T-1
+// kc, vc: [G, cap, D] receive K, V of qkv: [T, (H + 2G) D] (rows q | k | v; GPT-2: H = G, [T, 3C];
+// grouped-query attention: H query heads share G key/value heads) at rows pos0..pos0+T-1
 void kv_append(const Tensor& kc, const Tensor& vc, const Tensor& qkv, int64_t pos0);
-// out: [T, C] = causal attention of the queries in qkv: [T, 3C] (positions pos0..) over kc, vc: [H, cap, D]
-// rows [0, pos0+T), scores scaled by `scale`; scratch: at least H * T * (pos0 + T) floats (heads run side by side)
+// out: [T, H D] = causal attention of the queries in qkv: [T, (H + 2G) D] (positions pos0..) over
+// kc, vc: [G, cap, D] rows [0, pos0+T); query head h reads key/value head h / (H / G); scores
+// scaled by `scale`; scratch: at least T * (pos0 + T) floats, and n times that to run n heads
+// side by side (one per thread)
 void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, int64_t pos0, float scale,
                const Tensor& scratch);
+// out, x: [T, C]; g: [C]: out = g * x / sqrt(mean(x^2) + eps) (Llama's RMSNorm)
+void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& g, float eps);
+// out: [T, I] = silu(gu[:, :I]) * gu[:, I:] for gu: [T, 2I] (Llama's gated MLP, gate and up fused)
+void silu_gate(const Tensor& out, const Tensor& gu);
+// Rotary position embedding in place on the first nh heads of D of each row of x: [T, W]
+// (nh D <= W; Llama rotates q and k, the first H + G heads of qkv), row t at position pos0 + t.
+void rope(const Tensor& x, int64_t nh, int64_t D, int64_t pos0, float theta);
 // out = a * in, same shape
 void scaled_copy(const Tensor& out, const Tensor& in, float a);
 // A running sum kept in double: sum: F64 += inc: F32, then value = float(sum) (F32), all one shape.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #include "core/hd.h"
 
@@ -21,6 +22,26 @@ STAC_HD float gelu_tanh(float x) {
 STAC_HD float gelu_erf(float x) { return 0.5f * x * (1.0f + erff(x * 0.7071067811865476f)); }
 
 STAC_HD float relu(float x) { return x > 0.0f ? x : 0.0f; }
+
+// SiLU (Llama's hidden_act "silu" = torch.nn.functional.silu): x * sigmoid(x) = x / (1 + e^-x)
+STAC_HD float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// The gated MLP's per-element product (Llama): silu(gate) * up
+STAC_HD float silu_gate(float gate, float up) { return silu(gate) * up; }
+
+// Rotary embedding (Llama, transformers' rotate_half layout): dimension pair (i, i + D/2) of a
+// head turns by the angle pos * theta^(-2i/D). The inverse frequency and the angle are rounded to
+// f32 as transformers computes them (inv_freq in f32, then an f32 product with the position), so
+// the angles agree bit for bit even at positions in the thousands; cos/sin are taken in double.
+inline float rope_inv_freq(int64_t i, int64_t D, float theta) {
+    return float(1.0 / std::pow(double(theta), double(float(2 * i) / float(D))));
+}
+inline float rope_angle(int64_t pos, float inv_freq) { return float(pos) * inv_freq; }
+// (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)
+STAC_HD void rope_rotate(float& x1, float& x2, float c, float s) {
+    const float a = x1 * c - x2 * s, b = x2 * c + x1 * s;
+    x1 = a, x2 = b;
+}
 
 STAC_HD float activate(Activation a, float x) {
     switch (a) {

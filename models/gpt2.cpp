@@ -1,11 +1,13 @@
 #include "models/gpt2.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
 
 #include "core/json_file.h"
 #include "core/safetensors.h"
+#include "core/parallel.h"
 #include "kernels/kernels.h"
 
 namespace stac {
@@ -16,25 +18,6 @@ using nlohmann::json;
 // ---------------------------------------------------------------- config
 
 namespace {
-
-int64_t get_int(const json& j, const char* key, int64_t def, const std::string& source, bool required,
-                int64_t lo, int64_t hi) {
-    if (!j.contains(key) || j[key].is_null()) {
-        if (required) fail("{}: missing \"{}\"", source, key);
-        return def;
-    }
-    const json& v = j[key];
-    if (!v.is_number_integer()) fail("{}: \"{}\" must be an integer, found {}", source, key, v.dump());
-    const int64_t x = v.get<int64_t>();
-    if (x < lo || x > hi) fail("{}: \"{}\" = {} is out of range [{}, {}]", source, key, x, lo, hi);
-    return x;
-}
-
-bool get_bool(const json& j, const char* key, bool def, const std::string& source) {
-    if (!j.contains(key) || j[key].is_null()) return def;
-    if (!j[key].is_boolean()) fail("{}: \"{}\" must be true or false, found {}", source, key, j[key].dump());
-    return j[key].get<bool>();
-}
 
 // The activations transformers names for GPT-2 that stac computes exactly.
 Activation activation_from_name(const std::string& name, const std::string& source) {
@@ -62,14 +45,14 @@ Gpt2Config Gpt2Config::from_json(const json& j, const std::string& source) {
         fail("{}: model_type is {}, expected \"gpt2\"", source, j["model_type"].dump());
     Gpt2Config c;
     constexpr int64_t kBig = int64_t(1) << 20;
-    c.n_layer = get_int(j, "n_layer", 0, source, true, 1, 1024);
-    c.n_embd = get_int(j, "n_embd", 0, source, true, 1, kBig);
-    c.n_head = get_int(j, "n_head", 0, source, true, 1, kBig);
-    c.n_positions = get_int(j, "n_positions", 0, source, true, 1, kBig);
-    c.vocab_size = get_int(j, "vocab_size", 0, source, true, 1, int64_t(1) << 24);
-    c.n_inner = get_int(j, "n_inner", 0, source, false, 1, kBig * 4);
+    c.n_layer = json_int(j, "n_layer", 0, source, true, 1, 1024);
+    c.n_embd = json_int(j, "n_embd", 0, source, true, 1, kBig);
+    c.n_head = json_int(j, "n_head", 0, source, true, 1, kBig);
+    c.n_positions = json_int(j, "n_positions", 0, source, true, 1, kBig);
+    c.vocab_size = json_int(j, "vocab_size", 0, source, true, 1, int64_t(1) << 24);
+    c.n_inner = json_int(j, "n_inner", 0, source, false, 1, kBig * 4);
     if (j.contains("n_ctx") && !j["n_ctx"].is_null()) {
-        const int64_t n_ctx = get_int(j, "n_ctx", 0, source, false, 1, kBig);
+        const int64_t n_ctx = json_int(j, "n_ctx", 0, source, false, 1, kBig);
         if (n_ctx != c.n_positions)
             fail("{}: n_ctx = {} disagrees with n_positions = {}", source, n_ctx, c.n_positions);
     }
@@ -82,10 +65,10 @@ Gpt2Config Gpt2Config::from_json(const json& j, const std::string& source) {
         c.activation_function = j["activation_function"].get<std::string>();
     }
     c.activation = activation_from_name(c.activation_function, source);
-    c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", true, source);
-    c.scale_attn_weights = get_bool(j, "scale_attn_weights", true, source);
-    c.scale_attn_by_inverse_layer_idx = get_bool(j, "scale_attn_by_inverse_layer_idx", false, source);
-    if (get_bool(j, "add_cross_attention", false, source))
+    c.tie_word_embeddings = json_bool(j, "tie_word_embeddings", true, source);
+    c.scale_attn_weights = json_bool(j, "scale_attn_weights", true, source);
+    c.scale_attn_by_inverse_layer_idx = json_bool(j, "scale_attn_by_inverse_layer_idx", false, source);
+    if (json_bool(j, "add_cross_attention", false, source))
         fail("{}: add_cross_attention = true (an encoder-decoder GPT-2) is not supported", source);
     c.validate(source);
     return c;
@@ -277,7 +260,8 @@ void Gpt2State::reserve(int64_t rows) {
     qkv = Tensor::empty({rows, 3 * C}, DType::F32);
     att = Tensor::empty({rows, C}, DType::F32);
     mlp = Tensor::empty({rows, I}, DType::F32);
-    scores = Tensor::empty({cfg_->n_head * rows * capacity_}, DType::F32);
+    // One attention scratch per thread that runs heads side by side (kernels::attention).
+    scores = Tensor::empty({std::min<int64_t>(cfg_->n_head, num_threads()) * rows * capacity_}, DType::F32);
     reserved_rows = rows;
 }
 

@@ -80,7 +80,7 @@ public:
 
     std::vector<Tensor> k, v;  // per layer [H, cap, D]
     // Scratch for a chunk of up to `rows` tokens: x, h: [rows, C]; qkv: [rows, 3C]; att: [rows, C];
-    // mlp: [rows, I]; scores: [H * rows * cap].
+    // mlp: [rows, I]; scores: [min(H, threads) * rows * cap].
     void reserve(int64_t rows);
     Tensor x, h, qkv, att, mlp, scores;
     int64_t reserved_rows = 0;

@@ -2,8 +2,10 @@
 
 #include "core/error.h"
 #include "core/json_file.h"
+#include "models/gguf_model.h"
 #include "models/gpt2.h"
 #include "models/gpt2_tokenizer.h"
+#include "models/llama.h"
 
 namespace stac {
 
@@ -12,6 +14,7 @@ namespace fs = std::filesystem;
 std::unique_ptr<LanguageModel> load_language_model(const fs::path& dir) {
     std::error_code ec;
     if (!fs::exists(dir, ec)) fail("{}: model directory not found", dir.string());
+    if (fs::is_regular_file(dir, ec) && dir.extension() == ".gguf") return load_gguf_model(dir);
     if (!fs::is_directory(dir, ec)) fail("{}: not a directory (a model is a directory with config.json)", dir.string());
     const fs::path cfg = dir / "config.json";
     const nlohmann::json j = read_json_file(cfg);
@@ -19,10 +22,13 @@ std::unique_ptr<LanguageModel> load_language_model(const fs::path& dir) {
                                  ? j["model_type"].get<std::string>()
                                  : "gpt2";
     if (type == "gpt2") return Gpt2Model::load(dir);
-    fail("{}: model_type \"{}\" is not supported (supported: gpt2)", cfg.string(), type);
+    if (type == "llama") return LlamaModel::load(dir);
+    fail("{}: model_type \"{}\" is not supported (supported: gpt2, llama)", cfg.string(), type);
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& dir) {
+    std::error_code ec;
+    if (fs::is_regular_file(dir, ec)) return nullptr;  // a GGUF file: stac reads no tokenizer from it (token ids only)
     const bool vocab = fs::exists(dir / "vocab.json"), merges = fs::exists(dir / "merges.txt");
     if (!vocab && !merges) return nullptr;
     if (!vocab) fail("{}: has merges.txt but no vocab.json", dir.string());

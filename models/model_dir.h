@@ -9,11 +9,13 @@
 
 namespace stac {
 
-// Loads the model in `dir` by its config.json model_type ("gpt2"); throws stac::Error naming the
-// file and the problem (missing files, unknown architecture, malformed weights).
+// Loads the model in `dir` by its config.json model_type ("gpt2", "llama"), or a .gguf file by its
+// general.architecture ("llama"); throws stac::Error naming the file and the problem (missing
+// files, unknown architecture, malformed weights).
 std::unique_ptr<LanguageModel> load_language_model(const std::filesystem::path& dir);
 
-// The tokenizer files of `dir` (vocab.json + merges.txt), or nullptr when it has none.
+// The tokenizer files of `dir` (vocab.json + merges.txt), or nullptr when it has none (or `dir`
+// is a GGUF file: stac reads no tokenizer from GGUF, such a model takes token ids).
 // Throws when the files exist but are malformed, or when only one of the pair is present.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
 

@@ -193,3 +193,21 @@ TEST_CASE("parallel: parallel_for covers the range once in grain-aligned blocks 
     }
     CHECK_THROWS_WITH_AS(set_num_threads(0), doctest::Contains("at least 1"), Error);
 }
+
+TEST_CASE("gemm: attention with heads side by side (scratch slices, 2 threads) equals the reference") {
+    ThreadsGuard g;
+    set_num_threads(2);
+    const int64_t H = 6, G = 3, D = 8, cap = 40, P = 11, T = 9, W = (H + 2 * G) * D;
+    const auto qkv = random_floats(size_t(T * W), 21);
+    auto kc = random_floats(size_t(G * cap * D), 22), vc = random_floats(size_t(G * cap * D), 23);
+    cpu::kv_append(kc.data(), vc.data(), qkv.data(), T, P, G, D, cap, H);
+    std::vector<float> ref(size_t(T * H * D)), fast(ref.size());
+    ref::attention(ref.data(), H * D, qkv.data(), W, kc.data(), vc.data(), T, P, H, D, cap, 0.3f, H / G);
+    for (int64_t slices : {1, 2, 4, 6}) {
+        CAPTURE(slices);
+        std::vector<float> scratch(size_t(slices * T * (P + T)));
+        cpu::attention(fast.data(), H * D, qkv.data(), W, kc.data(), vc.data(), T, P, H, D, cap, 0.3f, scratch.data(),
+                       H / G, slices);
+        CHECK(max_abs_diff(fast.data(), ref.data(), ref.size()) < 1e-5f);
+    }
+}

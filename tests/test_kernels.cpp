@@ -75,7 +75,7 @@ TEST_CASE("kernels: attention over a cache matches the reference for prefill and
                     REQUIRE(kc[size_t((h * cap + P + t) * D + d)] == qkv[size_t(t * 3 * C + C + h * D + d)]);
                     REQUIRE(vc[size_t((h * cap + P + t) * D + d)] == qkv[size_t(t * 3 * C + 2 * C + h * D + d)]);
                 }
-        std::vector<float> fast(size_t(T * C)), ref(size_t(T * C)), scratch(size_t(H * T * (P + T)));
+        std::vector<float> fast(size_t(T * C)), ref(size_t(T * C)), scratch(size_t(T * (P + T)));
         const float scale = 1.0f / std::sqrt(float(D));
         cpu::attention(fast.data(), C, qkv.data(), 3 * C, kc.data(), vc.data(), T, P, H, D, cap, scale, scratch.data());
         ref::attention(ref.data(), C, qkv.data(), 3 * C, kc.data(), vc.data(), T, P, H, D, cap, scale);
@@ -87,7 +87,7 @@ TEST_CASE("kernels: the first query attends only to itself (causal mask)") {
     // With T = 2 and P = 0, output row 0 must equal V of token 0 exactly (softmax over one key).
     const int64_t H = 2, D = 4, C = H * D, cap = 4;
     const auto qkv = random_floats(size_t(2 * 3 * C), 99);
-    std::vector<float> kc(size_t(H * cap * D)), vc(kc.size()), out(size_t(2 * C)), scratch(size_t(H * 4));
+    std::vector<float> kc(size_t(H * cap * D)), vc(kc.size()), out(size_t(2 * C)), scratch(4);
     cpu::kv_append(kc.data(), vc.data(), qkv.data(), 2, 0, H, D, cap);
     cpu::attention(out.data(), C, qkv.data(), 3 * C, kc.data(), vc.data(), 2, 0, H, D, cap, 0.5f, scratch.data());
     for (int64_t c = 0; c < C; ++c) CHECK(out[size_t(c)] == doctest::Approx(qkv[size_t(2 * C + c)]).epsilon(1e-6));

@@ -149,7 +149,7 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
 }
 
 void add_model_option(ArgParser& p) {
-    p.option("model", "DIR", "model or SNN directory (Hugging Face GPT-2 layout; default: $STAC_MODEL, else the bundled model)");
+    p.option("model", "DIR", "model or SNN directory (Hugging Face GPT-2 or Llama layout), or a .gguf file (llama; token ids only); default: $STAC_MODEL, else the bundled model");
 }
 
 void add_sampling_options(ArgParser& p, const SamplingOptions& d) {
@@ -192,6 +192,10 @@ std::string OpenModel::describe() const {
 }
 
 const Tokenizer& OpenModel::need_tokenizer(const std::string& why) const {
+    std::error_code ec;
+    if (!tokenizer && fs::is_regular_file(dir, ec))
+        fail("{}: a GGUF file carries no tokenizer stac reads, needed {}; give token ids (--ids), or make a model "
+             "directory with tokenizer files from it (tools/reference/make_smollm2_dir.py)", dir.string(), why);
     if (!tokenizer) fail("{}: has no tokenizer files (vocab.json + merges.txt), needed {}", dir.string(), why);
     return *tokenizer;
 }

@@ -27,6 +27,7 @@ Commands:
   test-conversation   checks positions, masks and cached multi-turn = one-shot for ANN, QANN and SNN
 
 The model is a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt),
+a Hugging Face Llama directory (SmolLM2; docs/LLAMA.md), a llama .gguf file (token ids only),
 or an SNN directory made by stac convert (the same files plus snn_config.json and snn.safetensors),
 given with --model DIR or the STAC_MODEL environment variable; without either, the bundled model
 (models/bundled/gpt2-fortunes of this source tree: a small GPT-2 trained on Debian's fortunes).

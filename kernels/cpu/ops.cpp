@@ -79,53 +79,97 @@ void td_emit(float* emitted, const float* y, float* prev, int64_t n) {
 void embedding(float* out, const int32_t* ids, int64_t T, int64_t pos0, const float* wte, const float* wpe, int64_t C) {
     for (int64_t t = 0; t < T; ++t) {
         const float* e = wte + int64_t(ids[t]) * C;
-        const float* p = wpe + (pos0 + t) * C;
         float* o = out + t * C;
+        if (!wpe) {
+            std::memcpy(o, e, size_t(C) * sizeof(float));
+            continue;
+        }
+        const float* p = wpe + (pos0 + t) * C;
         for (int64_t c = 0; c < C; ++c) o[c] = e[c] + p[c];
     }
 }
 
-void kv_append(float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D, int64_t cap) {
-    const int64_t C = H * D;
+void kv_append(float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D, int64_t cap,
+               int64_t Hq) {
+    if (Hq < 0) Hq = H;
+    const int64_t Cq = Hq * D, Ckv = H * D, ld = Cq + 2 * Ckv;  // qkv row: q [Cq] | k [Ckv] | v [Ckv]
     for (int64_t t = 0; t < T; ++t)
         for (int64_t h = 0; h < H; ++h) {
-            std::memcpy(kc + (h * cap + pos0 + t) * D, qkv + t * 3 * C + C + h * D, size_t(D) * sizeof(float));
-            std::memcpy(vc + (h * cap + pos0 + t) * D, qkv + t * 3 * C + 2 * C + h * D, size_t(D) * sizeof(float));
+            std::memcpy(kc + (h * cap + pos0 + t) * D, qkv + t * ld + Cq + h * D, size_t(D) * sizeof(float));
+            std::memcpy(vc + (h * cap + pos0 + t) * D, qkv + t * ld + Cq + Ckv + h * D, size_t(D) * sizeof(float));
         }
 }
 
 void attention(float* out, int64_t ldo, const float* q, int64_t ldq, const float* kc, const float* vc, int64_t T,
-               int64_t P, int64_t H, int64_t D, int64_t cap, float scale, float* scratch) {
+               int64_t P, int64_t H, int64_t D, int64_t cap, float scale, float* scratch, int64_t group,
+               int64_t slices) {
     const int64_t L = P + T;  // keys visible to the last query
-    parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
-        for (int64_t h = h0; h < h1; ++h) {
-            // Q: [T, D] (strided view of q), K, V: [L, D] (this head's cache rows), S: [T, L]
-            float* sh = scratch + h * T * L;
-            Eigen::Map<const RowMat, 0, Strided> Q(q + h * D, T, D, Strided(ldq));
-            Eigen::Map<const RowMat> K(kc + h * cap * D, L, D), V(vc + h * cap * D, L, D);
-            Eigen::Map<RowMat> S(sh, T, L);
-            S.noalias() = Q * K.transpose();
-            for (int64_t t = 0; t < T; ++t) {
-                float* s = sh + t * L;
-                const int64_t len = P + t + 1;
-                float m = -INFINITY;
-                for (int64_t j = 0; j < len; ++j) {
-                    s[j] *= scale;
-                    m = std::max(m, s[j]);
+    slices = std::clamp<int64_t>(slices, 1, H);
+    // Slice i of the scratch serves heads [H i / slices, H (i + 1) / slices), one slice per thread.
+    parallel_for(slices, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i)
+            for (int64_t h = H * i / slices; h < H * (i + 1) / slices; ++h) {
+                // Q: [T, D] (strided view of q), K, V: [L, D] (the cache rows of this head's key/value head), S: [T, L]
+                const int64_t g = h / group;
+                float* sh = scratch + i * T * L;
+                Eigen::Map<const RowMat, 0, Strided> Q(q + h * D, T, D, Strided(ldq));
+                Eigen::Map<const RowMat> K(kc + g * cap * D, L, D), V(vc + g * cap * D, L, D);
+                Eigen::Map<RowMat> S(sh, T, L);
+                S.noalias() = Q * K.transpose();
+                for (int64_t t = 0; t < T; ++t) {
+                    float* s = sh + t * L;
+                    const int64_t len = P + t + 1;
+                    float m = -INFINITY;
+                    for (int64_t j = 0; j < len; ++j) {
+                        s[j] *= scale;
+                        m = std::max(m, s[j]);
+                    }
+                    float sum = 0;
+                    for (int64_t j = 0; j < len; ++j) {
+                        s[j] = std::exp(s[j] - m);
+                        sum += s[j];
+                    }
+                    const float inv = 1.0f / sum;
+                    for (int64_t j = 0; j < len; ++j) s[j] *= inv;
+                    for (int64_t j = len; j < L; ++j) s[j] = 0.0f;  // future positions (causal mask)
                 }
-                float sum = 0;
-                for (int64_t j = 0; j < len; ++j) {
-                    s[j] = std::exp(s[j] - m);
-                    sum += s[j];
-                }
-                const float inv = 1.0f / sum;
-                for (int64_t j = 0; j < len; ++j) s[j] *= inv;
-                for (int64_t j = len; j < L; ++j) s[j] = 0.0f;  // future positions (causal mask)
+                Eigen::Map<RowMat, 0, Strided> O(out + h * D, T, D, Strided(ldo));
+                O.noalias() = S * V;
             }
-            Eigen::Map<RowMat, 0, Strided> O(out + h * D, T, D, Strided(ldo));
-            O.noalias() = S * V;
-        }
     });
+}
+
+void rmsnorm(float* out, const float* x, const float* g, int64_t T, int64_t C, float eps) {
+    for (int64_t t = 0; t < T; ++t) {
+        const float* r = x + t * C;
+        float* o = out + t * C;
+        // f32 sum of squares, as PyTorch's CPU mean of x.pow(2)
+        float ss = 0;
+        for (int64_t c = 0; c < C; ++c) ss += r[c] * r[c];
+        const float inv = 1.0f / std::sqrt(ss / float(C) + eps);
+        for (int64_t c = 0; c < C; ++c) o[c] = g[c] * (r[c] * inv);
+    }
+}
+
+void silu_gate(float* out, const float* gu, int64_t T, int64_t I) {
+    for (int64_t t = 0; t < T; ++t) {
+        const float* gate = gu + t * 2 * I;
+        const float* up = gate + I;
+        float* o = out + t * I;
+        for (int64_t i = 0; i < I; ++i) o[i] = stac::silu_gate(gate[i], up[i]);
+    }
+}
+
+void rope(float* x, int64_t ldx, int64_t T, int64_t nh, int64_t D, int64_t pos0, float theta) {
+    const int64_t half = D / 2;
+    for (int64_t t = 0; t < T; ++t) {
+        float* r = x + t * ldx;
+        for (int64_t i = 0; i < half; ++i) {
+            const double a = double(rope_angle(pos0 + t, rope_inv_freq(i, D, theta)));
+            const float c = float(std::cos(a)), s = float(std::sin(a));
+            for (int64_t h = 0; h < nh; ++h) rope_rotate(r[h * D + i], r[h * D + half + i], c, s);
+        }
+    }
 }
 
 void attention_scores(float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P, int64_t H,

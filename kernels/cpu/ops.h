@@ -21,15 +21,25 @@ void scaled_copy(float* out, const float* in, int64_t n, float a);
 void accumulate(double* sum, const float* inc, float* value, int64_t n);
 // emitted = y - prev; prev = y
 void td_emit(float* emitted, const float* y, float* prev, int64_t n);
-// out[T, C] = wte[ids[t]] + wpe[pos0 + t]
+// out[T, C] = wte[ids[t]] + wpe[pos0 + t] (wpe null: wte[ids[t]])
 void embedding(float* out, const int32_t* ids, int64_t T, int64_t pos0, const float* wte, const float* wpe, int64_t C);
-// Copies K and V of T new tokens (columns [C, 2C) and [2C, 3C) of qkv[T, 3C], C = H*D) into the
-// caches kc, vc: [H, cap, D] at rows pos0..pos0+T-1.
-void kv_append(float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D, int64_t cap);
-// Causal attention, see ref::attention; the heads run on the threads of core/parallel.h. scratch holds
-// H * T * (P + T) floats.
+// Copies K and V of T new tokens into the caches kc, vc: [H, cap, D] at rows pos0..pos0+T-1. The
+// rows of qkv are q | k | v with Hq query heads and H key/value heads: [T, (Hq + 2H) D]; Hq = -1
+// means Hq = H (GPT-2: columns [C, 2C) and [2C, 3C) of [T, 3C]). Grouped-query attention has Hq > H.
+void kv_append(float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D, int64_t cap,
+               int64_t Hq = -1);
+// Causal attention, see ref::attention (group: query heads per key/value head). scratch holds
+// slices * T * (P + T) floats; the heads run on up to `slices` threads (core/parallel.h).
 void attention(float* out, int64_t ldo, const float* q, int64_t ldq, const float* kc, const float* vc, int64_t T,
-               int64_t P, int64_t H, int64_t D, int64_t cap, float scale, float* scratch);
+               int64_t P, int64_t H, int64_t D, int64_t cap, float scale, float* scratch, int64_t group = 1,
+               int64_t slices = 1);
+// out[T, C] = x / sqrt(mean(x^2) + eps) * g, row by row (Llama's RMSNorm)
+void rmsnorm(float* out, const float* x, const float* g, int64_t T, int64_t C, float eps);
+// out[T, I] = silu(gu[:, :I]) * gu[:, I:] for gu: [T, 2I] (the fused gate | up projection)
+void silu_gate(float* out, const float* gu, int64_t T, int64_t I);
+// Rotary embedding in place on nh heads of D at the start of each row of x (row stride ldx), row t
+// at position pos0 + t (see rope_rotate in kernels/math.h).
+void rope(float* x, int64_t ldx, int64_t T, int64_t nh, int64_t D, int64_t pos0, float theta);
 // Attention in explicit steps (the spiking model and calibration need the probabilities):
 // scores[H, T, L] = q · k * scale for keys j <= P + t (others 0), L = P + T; q rows of stride ldq.
 void attention_scores(float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P, int64_t H,
