@@ -237,7 +237,7 @@ OpenModel open_model(const ArgParser& p) {
                                      "--timesteps or lower --levels to keep SNN = QANN)\n",
                              run.timesteps, l.spec.levels);
         }
-        m.snn = std::make_shared<SpikingGpt2>(l.base, std::move(l.spec), run);
+        m.snn = l.make(run);
         m.model = m.snn;
     } else {
         if (p.knows("path") && (p.has("qann") || p.has("schedule") || p.has("timesteps") || p.has("path")))

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "convert/spiking_gpt2.h"
+#include "convert/spiking_model.h"
 #include "models/language_model.h"
 #include "models/sampler.h"
 #include "models/tokenizer.h"
@@ -70,7 +70,7 @@ SamplingOptions sampling_from(const ArgParser& p);
 struct OpenModel {
     std::filesystem::path dir;
     std::shared_ptr<LanguageModel> model;   // what runs: the float model, or the SNN (or its QANN)
-    std::shared_ptr<SpikingGpt2> snn;       // set when dir is an SNN directory
+    std::shared_ptr<SpikingModel> snn;      // set when dir is an SNN directory (GPT-2 or Llama)
     std::unique_ptr<Tokenizer> tokenizer;
     std::string describe() const;           // "gpt2 float" / "SNN layerwise spike S=16 L=8" ...
     const Tokenizer& need_tokenizer(const std::string& why) const;  // throws naming the directory
