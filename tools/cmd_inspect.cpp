@@ -63,6 +63,7 @@ int cmd_logits(int argc, char** argv) {
                 "round-trip f32 exactly. By default one batched pass computes every position; --incremental\n"
                 "feeds the tokens one at a time through the KV cache instead (the two must agree).");
     add_model_option(p);
+    add_weights_option(p);
     p.option("ids", "LIST", "token ids, e.g. 464,2068,7586");
     p.option("prompt", "TEXT", "text instead of ids (needs the model's tokenizer)");
     p.flag("incremental", "one token at a time through the KV cache");
