@@ -192,7 +192,7 @@ std::string OpenModel::describe() const {
 }
 
 const Tokenizer& OpenModel::need_tokenizer(const std::string& why) const {
-    if (!tokenizer) fail("{}: has no tokenizer files (vocab.json + merges.txt), needed {}", dir.string(), why);
+    if (!tokenizer) fail("{}: has no tokenizer files (tokenizer.json, or vocab.json + merges.txt), needed {}", dir.string(), why);
     return *tokenizer;
 }
 
