@@ -52,8 +52,10 @@ public:
         Frame& f = frames_.back();
         if (!f.keys.insert(k).second) {
             duplicate = k;
-            for (size_t i = 0; i + 1 < frames_.size(); ++i)
-                where += (i ? "." : "") + (frames_[i].object ? frames_[i].last : std::string("[...]"));
+            for (size_t i = 0; i + 1 < frames_.size(); ++i) {
+                if (i) where += '.';
+                where += frames_[i].object ? std::string_view(frames_[i].last) : std::string_view("[...]");
+            }
             return false;
         }
         f.last = k;
@@ -154,7 +156,8 @@ struct HfTokenizer::Impl {
 
     // Vocabulary tokens whose spelling is byte-level, by their bytes: what BPE can make.
     std::unordered_map<std::string_view, int32_t> bpe_token;
-    std::array<int32_t, 256> byte_id{};
+    std::array<int32_t, 256> byte_id{};  // -1: the vocabulary has no token for this byte
+    bool all_bytes = true;
     // (left id, right id) -> merges index.
     std::unordered_map<uint64_t, uint32_t> pair_rank;
     bool ignore_merges = false;
@@ -200,15 +203,25 @@ struct HfTokenizer::Impl {
     }
 
     void encode_piece(std::string_view piece, BpeScratch& sc, std::vector<int32_t>& out) const {
-        if (piece.size() == 1) {
-            out.push_back(byte_id[static_cast<uint8_t>(piece[0])]);
-            return;
-        }
         if (ignore_merges) {
             if (const auto it = bpe_token.find(piece); it != bpe_token.end()) {
                 out.push_back(it->second);
                 return;
             }
+        }
+        // Hugging Face drops a character that has no token (unk_token null, no byte fallback);
+        // its neighbours become adjacent and may merge. SmolLM2 lacks 21 bytes (0x04, 0x1D, ...).
+        std::string kept;
+        if (!all_bytes &&
+            std::any_of(piece.begin(), piece.end(), [&](char c) { return byte_id[static_cast<uint8_t>(c)] < 0; })) {
+            for (const char c : piece)
+                if (byte_id[static_cast<uint8_t>(c)] >= 0) kept.push_back(c);
+            piece = kept;
+            if (piece.empty()) return;
+        }
+        if (piece.size() == 1) {
+            out.push_back(byte_id[static_cast<uint8_t>(piece[0])]);
+            return;
         }
         const auto n = static_cast<uint32_t>(piece.size());
         if (piece.size() < kHeapMinBytes) {
@@ -474,13 +487,23 @@ HfTokenizer HfTokenizer::load(const fs::path& path, std::optional<std::string> e
         if (!byte_level[id]) continue;
         impl->bpe_token.emplace(impl->bytes_of(int32_t(id)), int32_t(id));  // spellings are unique, so bytes are
     }
+    std::string missing;  // the first few bytes without a token, for the message
     for (int b = 0; b < 256; ++b) {
         const std::string one(1, static_cast<char>(b));
         const auto it = impl->bpe_token.find(one);
-        if (it == impl->bpe_token.end())
-            fail("{}: model.vocab has no token for byte 0x{:02X} (\"{}\"); byte-level BPE needs all 256", file, b,
-                 bytes_to_byte_level(one));
-        impl->byte_id[b] = it->second;
+        impl->byte_id[b] = it == impl->bpe_token.end() ? -1 : it->second;
+        if (it != impl->bpe_token.end()) continue;
+        impl->all_bytes = false;
+        if (missing.size() < 40) missing += fmt::format("{}0x{:02X} (\"{}\")", missing.empty() ? "" : ", ", b, bytes_to_byte_level(one));
+    }
+    // Missing bytes are dropped from the text, as Hugging Face does when there is neither an unk
+    // token nor byte fallback; with those, it would emit tokens stac does not model.
+    if (!impl->all_bytes) {
+        for (const char* key : {"unk_token"})
+            if (!is_null_or_absent(m, key))
+                fail("{}: model.{} is set and model.vocab has no token for byte {}...; not supported", file, key, missing);
+        if (get_bool(file, m, "byte_fallback", false, "model"))
+            fail("{}: model.byte_fallback is true and model.vocab has no token for byte {}...; not supported", file, missing);
     }
     for (const auto& a : impl->added) {
         impl->added_first_byte[static_cast<uint8_t>(a.content[0])] = true;

@@ -4,8 +4,11 @@
 // What is read (anything else is refused with a stac::Error naming the field):
 // - model: type BPE; vocab {"spelling": id}; merges as "left right" strings or [left, right]
 //   pairs (tokenizers >= 0.20 writes pairs); ignore_merges. dropout must be null;
-//   continuing_subword_prefix and end_of_word_suffix null or "". unk_token, fuse_unk and
-//   byte_fallback are accepted and never matter: the vocabulary must hold all 256 bytes.
+//   continuing_subword_prefix and end_of_word_suffix null or "". A byte without a token in the
+//   vocabulary (SmolLM2 lacks 21: 0x04, 0x06, 0x13, 0x14, 0x16, 0x1D, 0xC0, 0xC1, 0xF1, 0xF2,
+//   0xF5..0xFF) is dropped from the text, as Hugging Face does when unk_token is null and
+//   byte_fallback false; with missing bytes, unk_token or byte_fallback are refused. Otherwise
+//   unk_token, fuse_unk and byte_fallback never matter.
 // - pre_tokenizer: ByteLevel (add_prefix_space, use_regex: the GPT-2 pattern of byte_level.h),
 //   alone or last in a Sequence after Digits (individual_digits or runs) and/or Split with the
 //   GPT-2 pattern (behavior Isolated, not inverted). Other regexes are refused, not approximated.
@@ -30,6 +33,8 @@
 //   UTF-8, as Hugging Face's ByteLevel decoder falls back to).
 // - Not valid UTF-8 input (tokenizers takes only str): as GPT-2's rule, each byte of an
 //   ill-formed sequence is one "other" character (not a digit, not a letter, not space).
+// - decode(encode(x)) == x for any bytes x when the vocabulary has all 256 bytes (else the
+//   dropped bytes are missing, as in Hugging Face).
 #pragma once
 
 #include <cstdint>

@@ -91,7 +91,7 @@ TEST_CASE("hf-tokenizer: ids equal Hugging Face tokenizers on every fixture case
     REQUIRE(fixture().at("tokenizers_version") == "0.19.1");
     stac::test::TempDir dir;
     size_t total = 0;
-    for (const char* name : {"smollm2", "bytelevel", "split"}) {
+    for (const char* name : {"smollm2", "bytelevel", "split", "dropped"}) {
         const json& v = variant(name);
         const HfTokenizer tok = load_json(dir, v.at("tokenizer"));
         int64_t max_id = -1;
@@ -231,27 +231,21 @@ TEST_CASE("hf-tokenizer: refusals name the file and the field") {
     CHECK(error_of([&] { HfTokenizer::load(dir / "missing.json"); }).find("missing.json") != std::string::npos);
 }
 
-TEST_CASE("hf-tokenizer: a vocabulary without every byte is refused") {
+TEST_CASE("hf-tokenizer: bytes without a token are dropped as Hugging Face drops them, never with unk or fallback") {
     stac::test::TempDir dir;
-    json t = variant("smollm2").at("tokenizer");
-    // Drop the token for byte 0x00 ("Ā"), renumbering the last token into its id so ids stay dense.
-    json& v = t["model"]["vocab"];
-    const int64_t gone = v["Ā"].get<int64_t>();
-    std::string last;
-    for (auto it = v.begin(); it != v.end(); ++it)
-        if (it.value().get<int64_t>() == int64_t(v.size()) - 1) last = it.key();
-    v.erase("Ā");
-    v[last] = gone;
-    json merges = json::array();
-    for (const auto& m : t["model"]["merges"]) {
-        const std::string s = m.get<std::string>();
-        if (s.find("Ā") == std::string::npos) merges.push_back(m);
+    const json& v = variant("dropped");
+    const HfTokenizer tok = load_json(dir, v.at("tokenizer"));
+    const std::string text = "a\x04" "b\x1d" "c";
+    CHECK(tok.decode(tok.encode(text)) == "abc");
+    for (const char* key : {"unk_token", "byte_fallback"}) {
+        json t = v.at("tokenizer");
+        t["model"][key] = std::string(key) == "unk_token" ? json("<|endoftext|>") : json(true);
+        write_json(dir / "bad.json", t);
+        const std::string msg = error_of([&] { HfTokenizer::load(dir / "bad.json"); });
+        INFO(msg);
+        CHECK(msg.find(std::string("model.") + key) != std::string::npos);
+        CHECK(msg.find("no token for byte 0x04") != std::string::npos);
     }
-    t["model"]["merges"] = merges;
-    write_json(dir / "t.json", t);
-    const std::string msg = error_of([&] { HfTokenizer::load(dir / "t.json"); });
-    INFO(msg);
-    CHECK(msg.find("no token for byte 0x00") != std::string::npos);
 }
 
 TEST_CASE("hf-tokenizer: load_tokenizer prefers tokenizer.json and reads eos_token from tokenizer_config.json") {
@@ -285,8 +279,11 @@ TEST_CASE("hf-tokenizer: the real SmolLM2-135M-Instruct tokenizer.json matches r
     CHECK(tok.vocab_size() == 49152);
     const json j = stac::read_json_file(rec);
     CHECK(check_cases(tok, j.at("cases"), j, "SmolLM2") > 300);
-    for (const auto& c : j.at("cases")) {
-        const std::string text = c.at("text").get<std::string>();
-        CHECK(tok.decode(tok.encode(text)) == text);
+    // Where Hugging Face's decode gives the text back, stac's does too (SmolLM2 lacks 21 bytes).
+    const json& lossy = j.at("lossy");
+    for (size_t i = 0; i < j.at("cases").size(); ++i) {
+        const std::string text = j.at("cases")[i].at("text").get<std::string>();
+        if (std::find(lossy.begin(), lossy.end(), json(i)) == lossy.end()) CHECK(tok.decode(tok.encode(text)) == text);
     }
+    CHECK(lossy.size() < 60);
 }
