@@ -8,7 +8,7 @@ Run from the repository root (offline; deterministic):
     .venv-ref/bin/python tools/reference/make_hf_tokenizer_fixtures.py --smollm2-dir DIR   # + the real one
 
 What it writes:
-- hf_tokenizers.json: three tokenizer.json files (as tokenizers serializes them) and, for each,
+- hf_tokenizers.json: four tokenizer.json files (as tokenizers serializes them) and, for each,
   ids for every corpus text with special tokens on (encode_special_tokens False) and off (True).
   The vocabulary is small (1000 ids: 256 bytes, SmolLM2's 17 special tokens, 727 merges), a
   byte-level BPE trained here with tokenizers' own BpeTrainer on Debian's license texts
@@ -204,6 +204,11 @@ CONVERSATIONS = [
                            {"role": "user", "content": "  spaced  \n\nnew lines\t"},
                            {"role": "assistant", "content": "Sure:\n- one\n- two"},
                            {"role": "user", "content": "caf\u00e9 \u65e5\u672c 3.14"}]),
+    # what a ChatSession caches after two turns, less the replies' generated tokens
+    ("session", [{"role": "system", "content": "Be brief."},
+                 {"role": "user", "content": "Hi"},
+                 {"role": "assistant", "content": ""},
+                 {"role": "user", "content": "Why?"}]),
 ]
 
 
