@@ -168,7 +168,9 @@ int cmd_inspect(int argc, char** argv) {
     fmt::print("parameters:   {} ({:.1f} M)\n", params, double(params) / 1e6);
     fmt::print("weights:      {} in model.safetensors ({} bytes); f32 in memory ({} bytes)\n", w.source_dtype,
                file_bytes, w.arena->bytes());
-    if (m.tokenizer)
+    if (m.tokenizer && fs::exists(m.dir / "tokenizer.json"))
+        fmt::print("tokenizer:    Hugging Face byte-level BPE, {} tokens (tokenizer.json)\n", m.tokenizer->vocab_size());
+    else if (m.tokenizer)
         fmt::print("tokenizer:    GPT-2 byte-level BPE, {} tokens (vocab.json + merges.txt)\n", m.tokenizer->vocab_size());
     else
         fmt::print("tokenizer:    none (no vocab.json/merges.txt: ids only)\n");

@@ -18,7 +18,7 @@ Usage: stac <command> [options]      (stac <command> --help for each command's o
 Commands:
   demo       the main job: convert the model to an SNN, chat with it next to the float model, report
   generate   continue a prompt, streaming tokens as they come
-  chat       multi-turn conversation on stdin/stdout (User:/Assistant:), KV cache kept across turns
+  chat       multi-turn conversation on stdin/stdout (User:/Assistant:, or ChatML), KV cache kept across turns
   tokenize   text to token ids as a JSON array (--decode: ids back to text)
   logits     JSON logits of every position for --ids or --prompt (--incremental: through the KV cache)
   inspect    a model directory's config, parameter count, dtypes, bytes and tokenizer
