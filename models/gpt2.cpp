@@ -213,6 +213,59 @@ Gpt2Weights Gpt2Weights::load(const fs::path& path, const Gpt2Config& cfg) {
     return w;
 }
 
+Gpt2Weights Gpt2Weights::random(const Gpt2Config& cfg, uint64_t seed) {
+    cfg.validate("random weights");
+    const int64_t C = cfg.n_embd, I = cfg.inner(), V = cfg.vocab_size;
+    Gpt2Weights w;
+    w.layers.resize(size_t(cfg.n_layer));
+    struct Item {
+        Shape shape;
+        Tensor* dst;
+        int init;  // 0: zeros, 1: ones, 2: normal
+    };
+    std::vector<Item> items = {{{V, C}, &w.wte, 2}, {{cfg.n_positions, C}, &w.wpe, 2}};
+    for (Gpt2Layer& L : w.layers) {
+        items.insert(items.end(), {{{C}, &L.ln1_g, 1}, {{C}, &L.ln1_b, 0}, {{C, 3 * C}, &L.attn_w, 2},
+                                   {{3 * C}, &L.attn_b, 0}, {{C, C}, &L.proj_w, 2}, {{C}, &L.proj_b, 0},
+                                   {{C}, &L.ln2_g, 1}, {{C}, &L.ln2_b, 0}, {{C, I}, &L.fc_w, 2},
+                                   {{I}, &L.fc_b, 0}, {{I, C}, &L.fc_proj_w, 2}, {{C}, &L.fc_proj_b, 0}});
+    }
+    items.insert(items.end(), {{{C}, &w.lnf_g, 1}, {{C}, &w.lnf_b, 0}});
+    if (!cfg.tie_word_embeddings) items.push_back({{V, C}, &w.lm_head, 2});
+    size_t total = 0;
+    for (const Item& it : items) total += (size_t(it.shape.numel()) * sizeof(float) + 63) / 64 * 64;
+    w.arena = Storage::allocate(total, Device::cpu());
+    size_t off = 0;
+    for (size_t i = 0; i < items.size(); ++i) {
+        Tensor t = Tensor::view_of(w.arena, off, items[i].shape, DType::F32);
+        float* d = t.data<float>();
+        const int64_t n = t.numel();
+        if (items[i].init < 2) {
+            std::fill(d, d + n, float(items[i].init));
+        } else {
+            // splitmix64 per block of 4096 values; normal by the sum of four uniforms (variance 1/3 each).
+            parallel_for(n, 4096, [&](int64_t b, int64_t e) {
+                uint64_t s = seed * 0x9E3779B97F4A7C15ull + i * 0xBF58476D1CE4E5B9ull + uint64_t(b);
+                auto next = [&s] {
+                    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+                    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+                    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+                    return double((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+                };
+                for (int64_t j = b; j < e; ++j) {
+                    const double u = next() + next() + next() + next() - 2.0;  // mean 0, variance 1/3
+                    d[j] = float(u * std::sqrt(3.0) * 0.02);
+                }
+            });
+        }
+        *items[i].dst = t;
+        off += (t.nbytes() + 63) / 64 * 64;
+    }
+    if (cfg.tie_word_embeddings) w.lm_head = w.wte;
+    w.source_dtype = "random";
+    return w;
+}
+
 int64_t Gpt2Weights::parameter_count() const {
     int64_t n = 0;
     for (const auto& [name, t] : named_tensors()) n += t.numel();

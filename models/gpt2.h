@@ -63,6 +63,10 @@ struct Gpt2Weights {
     // (h.N.attn.bias / masked_bias) ignored, tied head; F32/F16/BF16 upcast to f32. Every name,
     // shape and dtype is checked first; an unexpected or missing tensor is refused by name.
     static Gpt2Weights load(const std::filesystem::path& safetensors, const Gpt2Config& cfg);
+    // Random weights for `cfg` (benchmarks of shapes with no checkpoint at hand): matrices and
+    // embeddings ~ N(0, 0.02^2) (the scale GPT-2 is initialised with), LayerNorm gains 1, biases 0.
+    // The same seed gives the same weights.
+    static Gpt2Weights random(const Gpt2Config& cfg, uint64_t seed);
     int64_t parameter_count() const;  // distinct parameters (a tied head counted once)
     // Hugging Face names (with the "transformer." prefix) and tensors, for saving.
     std::vector<std::pair<std::string, Tensor>> named_tensors() const;

@@ -1,7 +1,5 @@
-// Gpt2Tokenizer: loading vocab.json/merges.txt, the GPT-2 pre-tokenizer, and tiktoken's BPE.
+// Gpt2Tokenizer: loading vocab.json/merges.txt and tiktoken's ranks (the pre-tokenizer and the merge loop are shared: byte_level.h, bpe.h).
 #include "models/gpt2_tokenizer.h"
-
-#include <utf8proc.h>
 
 #include <algorithm>
 #include <array>
@@ -15,165 +13,21 @@
 #include <utility>
 
 #include "core/error.h"
+#include "models/bpe.h"
+#include "models/byte_level.h"
 
 namespace stac {
 
 namespace fs = std::filesystem;
 
-// ------------------------------------------------------------------ character classes
-
-Gpt2CharClass gpt2_char_class(char32_t cp) {
-    switch (utf8proc_category(static_cast<utf8proc_int32_t>(cp))) {
-        case UTF8PROC_CATEGORY_LU:
-        case UTF8PROC_CATEGORY_LL:
-        case UTF8PROC_CATEGORY_LT:
-        case UTF8PROC_CATEGORY_LM:
-        case UTF8PROC_CATEGORY_LO: return Gpt2CharClass::Letter;
-        case UTF8PROC_CATEGORY_ND:
-        case UTF8PROC_CATEGORY_NL:
-        case UTF8PROC_CATEGORY_NO: return Gpt2CharClass::Number;
-        // White_Space is exactly Zs, Zl, Zp plus these six controls (PropList.txt, Unicode 15).
-        case UTF8PROC_CATEGORY_ZS:
-        case UTF8PROC_CATEGORY_ZL:
-        case UTF8PROC_CATEGORY_ZP: return Gpt2CharClass::Space;
-        default:
-            return (cp >= 0x09 && cp <= 0x0D) || cp == 0x85 ? Gpt2CharClass::Space
-                                                            : Gpt2CharClass::Other;
-    }
-}
-
 namespace {
 
-constexpr uint32_t kNoRank = std::numeric_limits<uint32_t>::max();
+constexpr uint32_t kNoRank = kNoBpeRank;
 constexpr std::string_view kEndOfText = "<|endoftext|>";
 
-// Most text is ASCII: its classes are looked up here (filled from utf8proc, not by hand).
-const std::array<Gpt2CharClass, 128> kAsciiClass = [] {
-    std::array<Gpt2CharClass, 128> t{};
-    for (char32_t c = 0; c < 128; ++c) t[c] = gpt2_char_class(c);
-    return t;
-}();
-
-struct CharAt {
-    Gpt2CharClass cls;
-    uint32_t len;  // bytes
-};
-
-// The character starting at p; an ill-formed byte is a one-byte character of class Other.
-inline CharAt char_at(const char* p, size_t left) {
-    const auto b = static_cast<uint8_t>(*p);
-    if (b < 0x80) return {kAsciiClass[b], 1};
-    char32_t cp = 0;
-    const size_t len = utf8_decode(std::string_view(p, left), &cp);
-    if (len == 0) return {Gpt2CharClass::Other, 1};
-    return {gpt2_char_class(cp), static_cast<uint32_t>(len)};
-}
-
-// The GPT-2 pattern as a scanner. At each position the alternatives are tried in the pattern's
-// order, and the first that matches wins (leftmost-first, as in a backtracking regex):
-//   1 '(?:[sdmt]|ll|ve|re)   2-4 ' ?' + a run of one class (L, N, or other)
-//   5 \s+(?!\S)              6 \s+
-// 5 takes a whole whitespace run at the end of the text; before a non-space it gives back the
-// run's last character (which then starts the next piece: " word" via 2-4, or alone via 6), and
-// a run of one character before a non-space falls through to 6, which takes it alone.
-template <typename Emit>
-void for_each_piece(std::string_view text, Emit&& emit) {
-    const char* s = text.data();
-    const size_t n = text.size();
-    auto run_end = [&](size_t q, Gpt2CharClass cls) {
-        while (q < n) {
-            const CharAt c = char_at(s + q, n - q);
-            if (c.cls != cls) break;
-            q += c.len;
-        }
-        return q;
-    };
-    size_t p = 0;
-    while (p < n) {
-        size_t end = 0;
-        if (s[p] == '\'' && p + 1 < n) {
-            const char a = s[p + 1];
-            const char b = p + 2 < n ? s[p + 2] : '\0';
-            if (a == 's' || a == 'd' || a == 'm' || a == 't') {
-                end = p + 2;
-            } else if ((a == 'l' && b == 'l') || (a == 'v' && b == 'e') || (a == 'r' && b == 'e')) {
-                end = p + 3;
-            }
-        }
-        if (end == 0) {
-            const CharAt c = char_at(s + p, n - p);
-            if (c.cls != Gpt2CharClass::Space) {
-                end = run_end(p + c.len, c.cls);
-            } else {
-                const CharAt d = p + 1 < n ? char_at(s + p + 1, n - p - 1) : CharAt{c.cls, 0};
-                if (s[p] == ' ' && d.cls != Gpt2CharClass::Space) {
-                    end = run_end(p + 1 + d.len, d.cls);  // " " + a run of L, N or other
-                } else {
-                    size_t q = p + c.len, last = p;  // last: start of the run's last character
-                    while (q < n) {
-                        const CharAt w = char_at(s + q, n - q);
-                        if (w.cls != Gpt2CharClass::Space) break;
-                        last = q;
-                        q += w.len;
-                    }
-                    end = (q == n || last == p) ? q : last;
-                }
-            }
-        }
-        emit(text.substr(p, end - p));
-        p = end;
-    }
-}
-
-// ------------------------------------------------------------------ data-gym byte alphabet
-
-// vocab.json and merges.txt spell each byte as one printable character (GPT-2's
-// bytes_to_unicode, tiktoken's data_gym_byte_to_byte): bytes that are printable Latin-1 other
-// than space stand for themselves; the other 68 are U+0100.. in byte order.
-struct ByteAlphabet {
-    std::array<char32_t, 256> to_char{};
-    std::array<int16_t, 256 + 68> to_byte{};
-
-    ByteAlphabet() {
-        to_byte.fill(-1);
-        int n = 0;
-        for (int b = 0; b < 256; ++b) {
-            const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-            to_char[b] = printable ? char32_t(b) : char32_t(256 + n++);
-            to_byte[to_char[b]] = static_cast<int16_t>(b);
-        }
-    }
-};
-
-const ByteAlphabet kAlphabet;
-
-// Data-gym spelling -> bytes; nullopt if s has a character outside the alphabet (or bad UTF-8).
-std::optional<std::string> from_data_gym(std::string_view s) {
-    std::string out;
-    out.reserve(s.size());
-    while (!s.empty()) {
-        char32_t cp = 0;
-        const size_t len = utf8_decode(s, &cp);
-        if (len == 0 || cp >= kAlphabet.to_byte.size() || kAlphabet.to_byte[cp] < 0) return {};
-        out.push_back(static_cast<char>(kAlphabet.to_byte[cp]));
-        s.remove_prefix(len);
-    }
-    return out;
-}
-
-std::string to_data_gym(std::string_view bytes) {
-    std::string out;
-    for (unsigned char b : bytes) {
-        const char32_t c = kAlphabet.to_char[b];
-        if (c < 0x80) {
-            out.push_back(static_cast<char>(c));
-        } else {
-            out.push_back(static_cast<char>(0xC0 | (c >> 6)));
-            out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
-        }
-    }
-    return out;
-}
+// vocab.json and merges.txt spell each byte as one printable character (byte_level.h).
+std::optional<std::string> from_data_gym(std::string_view s) { return byte_level_to_bytes(s); }
+std::string to_data_gym(std::string_view bytes) { return bytes_to_byte_level(bytes); }
 
 std::string read_file(const fs::path& path) {
     std::error_code ec;
@@ -240,12 +94,6 @@ private:
 
 }  // namespace
 
-std::vector<std::string_view> gpt2_split(std::string_view text) {
-    std::vector<std::string_view> pieces;
-    for_each_piece(text, [&](std::string_view piece) { pieces.push_back(piece); });
-    return pieces;
-}
-
 // ------------------------------------------------------------------ the tokenizer
 
 struct Gpt2Tokenizer::Impl {
@@ -283,88 +131,22 @@ struct Gpt2Tokenizer::Impl {
         return by_bytes.find(bytes)->second.id;
     }
 
-    // Buffers reused across the pieces of one encode() call.
-    struct Scratch {
-        std::vector<std::pair<uint32_t, uint32_t>> parts;  // (start, rank of this part + next)
-        std::vector<uint32_t> next, prev;                   // [n]: the heap version's list
-        struct Candidate {
-            uint32_t rank, start, end;  // merge the part at start with its neighbour: [start, end)
-        };
-        std::vector<Candidate> heap;
-    };
+    using Scratch = BpeScratch;
 
-    // tiktoken's _byte_pair_merge, line for line.
-    void bpe_scan(std::string_view piece, Scratch& sc, std::vector<int32_t>& out) const {
-        auto& parts = sc.parts;
-        parts.clear();
-        const size_t n = piece.size();
-        std::pair<uint32_t, size_t> min_rank{kNoRank, SIZE_MAX};
-        for (size_t i = 0; i + 1 < n; ++i) {
-            const uint32_t r = rank(piece.substr(i, 2));
-            if (r < min_rank.first) min_rank = {r, i};
-            parts.emplace_back(uint32_t(i), r);
-        }
-        parts.emplace_back(uint32_t(n - 1), kNoRank);
-        parts.emplace_back(uint32_t(n), kNoRank);
-        auto get_rank = [&](size_t i) {
-            if (i + 3 < parts.size())
-                return rank(piece.substr(parts[i].first, parts[i + 3].first - parts[i].first));
-            return kNoRank;
-        };
-        while (min_rank.first != kNoRank) {
-            const size_t i = min_rank.second;
-            if (i > 0) parts[i - 1].second = get_rank(i - 1);
-            parts[i].second = get_rank(i);
-            parts.erase(parts.begin() + std::ptrdiff_t(i) + 1);
-            min_rank = {kNoRank, SIZE_MAX};
-            for (size_t j = 0; j + 1 < parts.size(); ++j)
-                if (parts[j].second < min_rank.first) min_rank = {parts[j].second, j};
-        }
-        for (size_t i = 0; i + 1 < parts.size(); ++i)
-            out.push_back(id_of_part(piece.substr(parts[i].first, parts[i + 1].first - parts[i].first)));
+    // tiktoken ranks a pair by the bytes it makes; the split point does not matter.
+    auto byte_rank(std::string_view piece) const {
+        return [this, piece](uint32_t start, uint32_t, uint32_t end) { return rank(piece.substr(start, end - start)); };
     }
-
-    // The same merges in the same order: a min-heap of (rank, start) picks the lowest rank and,
-    // among equal ranks, the leftmost, as the scan does. Parts are a linked list by start byte;
-    // a merge keeps the left part's start, so a candidate is stale unless its left part is still
-    // there and it and its right neighbour still end at the candidate's end.
+    auto emit_into(std::string_view piece, std::vector<int32_t>& out) const {
+        return [this, piece, &out](uint32_t start, uint32_t end) {
+            out.push_back(id_of_part(piece.substr(start, end - start)));
+        };
+    }
+    void bpe_scan(std::string_view piece, Scratch& sc, std::vector<int32_t>& out) const {
+        bpe_merge_scan(uint32_t(piece.size()), byte_rank(piece), sc, emit_into(piece, out));
+    }
     void bpe_heap(std::string_view piece, Scratch& sc, std::vector<int32_t>& out) const {
-        using Candidate = Scratch::Candidate;
-        const auto n = static_cast<uint32_t>(piece.size());
-        auto& next = sc.next;
-        auto& prev = sc.prev;
-        auto& heap = sc.heap;
-        next.resize(n);
-        prev.resize(n);
-        heap.clear();
-        constexpr uint32_t kGone = kNoRank;  // next[] of a part merged into its left neighbour
-        auto later = [](const Candidate& a, const Candidate& b) {
-            return a.rank != b.rank ? a.rank > b.rank : a.start > b.start;
-        };
-        auto push = [&](uint32_t start, uint32_t end) {
-            const uint32_t r = rank(piece.substr(start, end - start));
-            if (r == kNoRank) return;
-            heap.push_back({r, start, end});
-            std::push_heap(heap.begin(), heap.end(), later);
-        };
-        for (uint32_t i = 0; i < n; ++i) {
-            next[i] = i + 1;
-            prev[i] = i - 1;  // wraps for i == 0; never read there
-        }
-        for (uint32_t i = 0; i + 1 < n; ++i) push(i, i + 2);
-        while (!heap.empty()) {
-            std::pop_heap(heap.begin(), heap.end(), later);
-            const Candidate c = heap.back();
-            heap.pop_back();
-            const uint32_t i = c.start;
-            if (next[i] == kGone || next[i] >= n || next[next[i]] != c.end) continue;  // stale
-            next[next[i]] = kGone;
-            next[i] = c.end;
-            if (c.end < n) prev[c.end] = i;
-            if (i > 0) push(prev[i], c.end);
-            if (c.end < n) push(i, next[c.end]);
-        }
-        for (uint32_t i = 0; i < n; i = next[i]) out.push_back(id_of_part(piece.substr(i, next[i] - i)));
+        bpe_merge_heap(uint32_t(piece.size()), byte_rank(piece), sc, emit_into(piece, out));
     }
 
     void encode_piece(std::string_view piece, Scratch& sc, std::vector<int32_t>& out) const {
@@ -384,7 +166,7 @@ struct Gpt2Tokenizer::Impl {
     }
 
     void encode_ordinary(std::string_view text, Scratch& sc, std::vector<int32_t>& out) const {
-        for_each_piece(text, [&](std::string_view piece) { encode_piece(piece, sc, out); });
+        for_each_gpt2_piece(text, [&](std::string_view piece) { encode_piece(piece, sc, out); });
     }
 };
 

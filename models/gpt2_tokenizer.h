@@ -29,17 +29,10 @@
 #include <string_view>
 #include <vector>
 
+#include "models/byte_level.h"  // gpt2_split, gpt2_char_class: the pre-tokenizer
 #include "models/tokenizer.h"
 
 namespace stac {
-
-// The character classes of the GPT-2 pattern: \p{L}, \p{N}, \s, and everything else.
-enum class Gpt2CharClass : uint8_t { Letter, Number, Space, Other };
-Gpt2CharClass gpt2_char_class(char32_t cp);
-
-// The pieces tiktoken's gpt2 pattern finds in text, in order, as views into text; they tile it
-// exactly. Special tokens are not looked for here (encode() splits on them first).
-std::vector<std::string_view> gpt2_split(std::string_view text);
 
 class Gpt2Tokenizer final : public Tokenizer {
 public:
@@ -61,10 +54,9 @@ public:
     std::optional<int32_t> eos_id() const override;
     std::optional<int32_t> token_id(std::string_view token_bytes) const override;
 
-    // BPE of one piece, without the whole-piece shortcut, two ways: the plain port of tiktoken's
-    // _byte_pair_merge (rescans all pairs after each merge, O(n^2)), which encode() uses for
-    // pieces under kHeapMinBytes, and a min-heap version (O(n log n)) for longer pieces, such as
-    // a long digit run or a base64 blob. Tests compare the two.
+    // BPE of one piece, without the whole-piece shortcut, two ways (models/bpe.h): the plain scan
+    // (tiktoken's _byte_pair_merge), which encode() uses for pieces under kHeapMinBytes, and the
+    // min-heap version for longer pieces, such as a long digit run or a base64 blob.
     static constexpr size_t kHeapMinBytes = 64;
     std::vector<int32_t> bpe_reference(std::string_view piece) const;
     std::vector<int32_t> bpe_heap(std::string_view piece) const;

@@ -6,6 +6,7 @@
 #include "models/gpt2.h"
 #include "models/gpt2_tokenizer.h"
 #include "models/llama.h"
+#include "models/hf_tokenizer.h"
 
 namespace stac {
 
@@ -29,6 +30,7 @@ std::unique_ptr<LanguageModel> load_language_model(const fs::path& dir) {
 std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& dir) {
     std::error_code ec;
     if (fs::is_regular_file(dir, ec)) return nullptr;  // a GGUF file: stac reads no tokenizer from it (token ids only)
+    if (fs::exists(dir / "tokenizer.json")) return std::make_unique<HfTokenizer>(HfTokenizer::load_dir(dir));
     const bool vocab = fs::exists(dir / "vocab.json"), merges = fs::exists(dir / "merges.txt");
     if (!vocab && !merges) return nullptr;
     if (!vocab) fail("{}: has merges.txt but no vocab.json", dir.string());

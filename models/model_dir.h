@@ -14,9 +14,9 @@ namespace stac {
 // files, unknown architecture, malformed weights).
 std::unique_ptr<LanguageModel> load_language_model(const std::filesystem::path& dir);
 
-// The tokenizer files of `dir` (vocab.json + merges.txt), or nullptr when it has none (or `dir`
-// is a GGUF file: stac reads no tokenizer from GGUF, such a model takes token ids).
-// Throws when the files exist but are malformed, or when only one of the pair is present.
+// The tokenizer files of `dir`: tokenizer.json (Hugging Face; preferred when present, with
+// tokenizer_config.json's eos_token), else vocab.json + merges.txt (GPT-2), or nullptr when it has
+// none (or `dir` is a GGUF file: stac reads no tokenizer from GGUF, such a model takes token ids). Throws when the files exist but are malformed, or when only one of the pair is present.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& dir);
 
 }  // namespace stac

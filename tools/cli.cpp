@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/parallel.h"
+#include "models/gpt2.h"
 #include "convert/convert.h"
 #include "models/model_dir.h"
 
@@ -150,6 +152,15 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
 
 void add_model_option(ArgParser& p) {
     p.option("model", "DIR", "model or SNN directory (Hugging Face GPT-2 or Llama layout), or a .gguf file (llama; token ids only); default: $STAC_MODEL, else the bundled model");
+    p.option("threads", "N", "CPU threads for the kernels (default: all cores)");
+}
+
+void add_weights_option(ArgParser& p) {
+    p.option("weights", "f32|bf16", "how a float GPT-2 holds its matrices: f32, or bf16 (half the bytes per decode step; activations and sums stay f32)", "f32");
+}
+
+void apply_threads(const ArgParser& p) {
+    if (p.has("threads")) set_num_threads(int(p.get_int("threads", 1, 1024)));
 }
 
 void add_sampling_options(ArgParser& p, const SamplingOptions& d) {
@@ -196,7 +207,7 @@ const Tokenizer& OpenModel::need_tokenizer(const std::string& why) const {
     if (!tokenizer && fs::is_regular_file(dir, ec))
         fail("{}: a GGUF file carries no tokenizer stac reads, needed {}; give token ids (--ids), or make a model "
              "directory with tokenizer files from it (tools/reference/make_smollm2_dir.py)", dir.string(), why);
-    if (!tokenizer) fail("{}: has no tokenizer files (vocab.json + merges.txt), needed {}", dir.string(), why);
+    if (!tokenizer) fail("{}: has no tokenizer files (tokenizer.json, or vocab.json + merges.txt), needed {}", dir.string(), why);
     return *tokenizer;
 }
 
@@ -207,6 +218,7 @@ fs::path bundled_model_dir() {
 }
 
 fs::path model_dir_from(const ArgParser& p) {
+    apply_threads(p);
     if (p.has("model")) return p.get("model");
     if (const char* env = std::getenv("STAC_MODEL"); env && *env) return env;
     if (fs::path d = bundled_model_dir(); !d.empty()) return d;
@@ -244,6 +256,21 @@ OpenModel open_model(const ArgParser& p) {
             throw UsageError(fmt::format("--path, --schedule, --timesteps and --qann apply to SNN directories; {} is a float model",
                                          m.dir.string()));
         m.model = load_language_model(m.dir);
+    }
+    if (p.knows("weights")) {
+        WeightFormat f;
+        try {
+            f = weight_format_from_name(p.get("weights"));
+        } catch (const Error& e) {
+            throw UsageError(e.what());
+        }
+        if (f != WeightFormat::F32) {
+            auto* gpt2 = dynamic_cast<Gpt2Model*>(m.model.get());
+            if (!gpt2)
+                throw UsageError(fmt::format("--weights {} applies to float GPT-2 models; {} is {}", p.get("weights"),
+                                             m.dir.string(), m.snn ? "an SNN directory" : m.model->info().architecture));
+            gpt2->set_weight_format(f);
+        }
     }
     m.tokenizer = load_tokenizer(m.dir);
     if (m.tokenizer && m.tokenizer->vocab_size() > m.model->info().vocab_size)

@@ -59,8 +59,12 @@ private:
 // "1,2,3" or "[1, 2, 3]" -> ids (UsageError on anything else)
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& option);
 
-// Options every model-taking command shares.
+// Options every model-taking command shares: --model and --threads.
 void add_model_option(ArgParser& p);
+// --weights f32|bf16 (commands that run a float model through open_model).
+void add_weights_option(ArgParser& p);
+// Sets the kernels' thread count from --threads, if given (model_dir_from does it too).
+void apply_threads(const ArgParser& p);
 void add_sampling_options(ArgParser& p, const SamplingOptions& defaults);
 // How a converted SNN directory runs: --path, --schedule, --timesteps, --qann.
 void add_snn_options(ArgParser& p);
@@ -75,6 +79,7 @@ struct OpenModel {
     std::string describe() const;           // "gpt2 float" / "SNN layerwise spike S=16 L=8" ...
     const Tokenizer& need_tokenizer(const std::string& why) const;  // throws naming the directory
 };
+// The model directory of --model ($STAC_MODEL, else the bundled model); applies --threads.
 std::filesystem::path model_dir_from(const ArgParser& p);
 OpenModel open_model(const ArgParser& p);
 
@@ -93,6 +98,7 @@ int cmd_convert(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_test_conversation(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
 
 // The bundled default model of this source tree (empty when it is not there).
 std::filesystem::path bundled_model_dir();

@@ -44,6 +44,7 @@ int cmd_generate(int argc, char** argv) {
                 "--temperature > 0). Timing goes to stderr. With --json, prints one JSON object at the end\n"
                 "instead: {\"prompt_ids\", \"new_ids\", \"text\", \"prefill_tokens_per_second\", \"decode_tokens_per_second\"}.");
     add_model_option(p);
+    add_weights_option(p);
     p.option("prompt", "TEXT", "prompt text (needs the model's tokenizer)");
     p.option("ids", "LIST", "prompt token ids instead, e.g. 464,2068,7586");
     p.option("max-new-tokens", "N", "most tokens to generate", "64");
@@ -119,11 +120,15 @@ int cmd_chat(int argc, char** argv) {
     d.repetition_penalty = 1.1f;
     ArgParser p("chat", "--model DIR [options] < turns",
                 "Multi-turn conversation. Each line on stdin is one user turn; the reply is printed as\n"
-                "'Assistant: ...'. The template is 'User: <line>\\nAssistant:' and a reply ends at a newline,\n"
-                "<|endoftext|> or --max-new-tokens. The session's KV cache is kept across turns, so only the\n"
-                "new turn is processed. Commands: /reset starts over, /quit ends. Works with piped input.");
+                "'Assistant: ...'. With a tokenizer that has <|im_start|> and <|im_end|> (SmolLM2-Instruct's\n"
+                "tokenizer.json) the template is ChatML, '<|im_start|>user\\n<line><|im_end|>\\n<|im_start|>assistant\\n'\n"
+                "after a system message (--system, else SmolLM2's default one), and a reply ends at <|im_end|>;\n"
+                "otherwise it is 'User: <line>\\nAssistant:' and a reply ends at a newline or <|endoftext|>; either\n"
+                "way at --max-new-tokens. The session's KV cache is kept across turns, so only the new turn is\n"
+                "processed. Commands: /reset starts over, /quit ends. Works with piped input.");
     add_model_option(p);
-    p.option("system", "TEXT", "text placed before the first turn (and again after /reset)");
+    add_weights_option(p);
+    p.option("system", "TEXT", "text placed before the first turn (and again after /reset); ChatML: the system message");
     p.option("max-new-tokens", "N", "most tokens per reply", "128");
     p.option("max-context", "N", "context window in tokens; older tokens are dropped past it (0 = n_positions)", "0");
     add_sampling_options(p, d);

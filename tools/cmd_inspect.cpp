@@ -63,6 +63,7 @@ int cmd_logits(int argc, char** argv) {
                 "round-trip f32 exactly. By default one batched pass computes every position; --incremental\n"
                 "feeds the tokens one at a time through the KV cache instead (the two must agree).");
     add_model_option(p);
+    add_weights_option(p);
     p.option("ids", "LIST", "token ids, e.g. 464,2068,7586");
     p.option("prompt", "TEXT", "text instead of ids (needs the model's tokenizer)");
     p.flag("incremental", "one token at a time through the KV cache");
@@ -167,7 +168,9 @@ int cmd_inspect(int argc, char** argv) {
     fmt::print("parameters:   {} ({:.1f} M)\n", params, double(params) / 1e6);
     fmt::print("weights:      {} in model.safetensors ({} bytes); f32 in memory ({} bytes)\n", w.source_dtype,
                file_bytes, w.arena->bytes());
-    if (m.tokenizer)
+    if (m.tokenizer && fs::exists(m.dir / "tokenizer.json"))
+        fmt::print("tokenizer:    Hugging Face byte-level BPE, {} tokens (tokenizer.json)\n", m.tokenizer->vocab_size());
+    else if (m.tokenizer)
         fmt::print("tokenizer:    GPT-2 byte-level BPE, {} tokens (vocab.json + merges.txt)\n", m.tokenizer->vocab_size());
     else
         fmt::print("tokenizer:    none (no vocab.json/merges.txt: ids only)\n");

@@ -18,13 +18,14 @@ Usage: stac <command> [options]      (stac <command> --help for each command's o
 Commands:
   demo       the main job: convert the model to an SNN, chat with it next to the float model, report
   generate   continue a prompt, streaming tokens as they come
-  chat       multi-turn conversation on stdin/stdout (User:/Assistant:), KV cache kept across turns
+  chat       multi-turn conversation on stdin/stdout (User:/Assistant:, or ChatML), KV cache kept across turns
   tokenize   text to token ids as a JSON array (--decode: ids back to text)
   logits     JSON logits of every position for --ids or --prompt (--incremental: through the KV cache)
   inspect    a model directory's config, parameter count, dtypes, bytes and tokenizer
   convert    ANN -> SNN: calibrate, set thresholds, write an SNN directory (or re-time one)
   eval       perplexity, agreement and KL of the QANN and SNN against the ANN, spikes and energy (--sweep)
   test-conversation   checks positions, masks and cached multi-turn = one-shot for ANN, QANN and SNN
+  bench      tokens per second (pp512, tg128, ...) of the ANN (f32, bf16), QANN and SNN paths, JSON out
 
 The model is a Hugging Face GPT-2 directory (config.json, model.safetensors, vocab.json, merges.txt),
 a Hugging Face Llama directory (SmolLM2; docs/LLAMA.md), a llama .gguf file (token ids only),
@@ -42,7 +43,7 @@ const Command kCommands[] = {
     {"generate", stac::cli::cmd_generate}, {"chat", stac::cli::cmd_chat},       {"tokenize", stac::cli::cmd_tokenize},
     {"logits", stac::cli::cmd_logits},     {"inspect", stac::cli::cmd_inspect},   {"convert", stac::cli::cmd_convert},
     {"eval", stac::cli::cmd_eval},         {"test-conversation", stac::cli::cmd_test_conversation},
-    {"demo", stac::cli::cmd_demo},
+    {"demo", stac::cli::cmd_demo},         {"bench", stac::cli::cmd_bench},
 };
 
 }  // namespace
