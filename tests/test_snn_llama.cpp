@@ -2,7 +2,7 @@
 // f32, GQA 8:2 bf16 in shards): float mode = the Llama forward; in the layer-wise schedule SNN
 // (spike path) = SNN (count path) = QANN bit for bit, batched and chunk by chunk through the cache
 // of key/value-head counts; multi-turn cached = one-shot; save -> load; refusals; the stac program
-// (convert, logits, generate, eval, chat, test-conversation) on a Llama SNN directory.
+// (convert, logits, generate, eval, chat, test-conversation, bench) on a Llama SNN directory.
 #include <doctest/doctest.h>
 
 #include <fstream>
@@ -318,7 +318,7 @@ TEST_CASE("snn-llama: what is not built for Llama is refused by name") {
     CHECK(contains(error_of([&] { m->new_state(65); }), "max_position_embeddings"));
 }
 
-TEST_CASE("snn-llama: the stac program converts a Llama and runs logits, generate, eval, chat, test-conversation on it") {
+TEST_CASE("snn-llama: the stac program converts a Llama and runs logits, generate, eval, chat, test-conversation, bench on it") {
     TempDir tmp;
     const fs::path src = tmp / "llama", snn = tmp / "snn";
     make_llama_text_model(src);
@@ -389,6 +389,26 @@ TEST_CASE("snn-llama: the stac program converts a Llama and runs logits, generat
     r = run_stac({"convert", "--model", src.string(), "--out", (tmp / "no").string(), "--activation", "relu"});
     CHECK(r.rc == 1);
     CHECK(contains(r.err, "SiLU gate"));
+    // bench: the float Llama, its QANN and SNN; bf16 matrices are a GPT-2 option (left out by
+    // default, refused when asked for).
+    r = run_stac({"bench", "--model", snn.string(), "--runs", "ann-f32,qann,snn-count,snn-spike", "--tests", "pp8,tg2",
+                  "--threads-list", "1", "--timesteps", "8", "--warmup", "0", "--repeats", "1", "--json", "-", "--quiet"});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    const json b = json::parse(r.out);
+    CHECK(b["model"]["architecture"] == "llama");
+    CHECK(b["model"]["n_head"] == 4);
+    CHECK(b["results"].size() == 4 * 2);
+    for (const json& x : b["results"]) CHECK(x["tokens_per_s"]["median"].get<double>() > 0);
+    r = run_stac({"bench", "--model", src.string(), "--tests", "pp4", "--threads-list", "1", "--timesteps", "8", "--warmup", "0",
+                  "--repeats", "1", "--json", "-", "--quiet"});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    CHECK(json::parse(r.out)["results"].size() == 4);  // ann-f32, qann, snn-count, snn-spike: no ann-bf16
+    r = run_stac({"bench", "--model", src.string(), "--runs", "ann-bf16", "--tests", "pp4"});
+    CHECK(r.rc == 2);
+    CHECK(contains(r.err, "GPT-2 option"));
+
     // Re-timing a Llama SNN directory keeps it a Llama SNN.
     r = run_stac({"convert", "--model", snn.string(), "--out", (tmp / "snn4").string(), "--timesteps", "4", "--quiet"});
     INFO(r.err);

@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "kernels/cpu/gemm.h"
+#include "models/llama.h"
 #include "models/model_dir.h"
 #include "tools/cli.h"
 
@@ -99,7 +100,7 @@ int cmd_bench(int argc, char** argv) {
                 "one batched pass from an empty cache (logits for the last one only), tgN = N tokens generated one\n"
                 "at a time from an empty cache (logits every step). Each figure: warm-up runs, then timed repeats\n"
                 "(until --repeats or --max-seconds), reported as median, min and max tokens/s.\n"
-                "Runs: ann-f32 and ann-bf16 (the float model with f32 or bf16 matrices), qann (the quantized\n"
+                "Runs: ann-f32 and ann-bf16 (the float model with f32 or bf16 matrices; bf16: GPT-2 only), qann (the quantized\n"
                 "network), snn-count and snn-spike (the layer-wise SNN, count path and S-step spike path, at each\n"
                 "S of --timesteps). On a float model the QANN/SNN are converted first (calibrated on random\n"
                 "tokens: speed does not depend on what the thresholds are). On an SNN directory its own spec is\n"
@@ -135,8 +136,9 @@ int cmd_bench(int argc, char** argv) {
     std::FILE* table = json_stdout ? stderr : stdout;
     const bool quiet = p.has("quiet");
 
-    // The model.
-    std::shared_ptr<Gpt2Model> base;
+    // The model: a GPT-2 (which can also hold bf16 matrices) or a Llama.
+    std::shared_ptr<LanguageModel> base;
+    std::shared_ptr<Gpt2Model> gpt2;  // base, when it is a GPT-2
     std::optional<SnnSpec> snn_spec;
     std::string model_desc;
     if (p.has("shape")) {
@@ -151,18 +153,26 @@ int cmd_bench(int argc, char** argv) {
         const fs::path dir = model_dir_from(p);
         if (is_snn_dir(dir)) {
             LoadedSnn l = load_snn_model(dir);
-            base = std::const_pointer_cast<Gpt2Model>(std::dynamic_pointer_cast<const Gpt2Model>(l.base));
-            if (!base) throw UsageError(fmt::format("stac bench runs GPT-2 models; {} is {}", dir.string(), l.base->info().architecture));
+            base = std::const_pointer_cast<LanguageModel>(l.base);
             snn_spec = std::move(l.spec);
         } else {
-            std::shared_ptr<LanguageModel> m = load_language_model(dir);
-            base = std::dynamic_pointer_cast<Gpt2Model>(m);
-            if (!base) throw UsageError(fmt::format("stac bench runs GPT-2 models; {} is {}", dir.string(), m->info().architecture));
+            base = load_language_model(dir);
         }
         model_desc = dir.string();
     }
-    const Gpt2Config& cfg = base->config();
-    const int64_t V = cfg.vocab_size;
+    gpt2 = std::dynamic_pointer_cast<Gpt2Model>(base);
+    const SiteLayout layout = site_layout(*base);  // refuses what cannot be converted
+    const int64_t V = base->info().vocab_size, n_positions = base->info().n_positions;
+    const int64_t parameters = gpt2 ? gpt2->weights().parameter_count()
+                                    : std::dynamic_pointer_cast<LlamaModel>(base)->weights().parameter_count();
+    std::vector<std::string> runs_to_do;
+    for (const auto& r : runs_wanted) {
+        if (r == "ann-bf16" && !gpt2) {
+            if (p.has("runs")) throw UsageError(fmt::format("--runs ann-bf16: bf16 matrices are a GPT-2 option; {} is {}", model_desc, layout.architecture));
+            continue;  // not in the default list for other architectures
+        }
+        runs_to_do.push_back(r);
+    }
     std::mt19937_64 rng(seed);
     auto random_ids = [&](int64_t n) {
         std::vector<int32_t> ids(static_cast<size_t>(n));
@@ -170,51 +180,52 @@ int cmd_bench(int argc, char** argv) {
         return ids;
     };
 
-    const bool need_snn = std::any_of(runs_wanted.begin(), runs_wanted.end(), [](const std::string& r) { return r == "qann" || r.rfind("snn", 0) == 0; });
+    const bool need_snn = std::any_of(runs_to_do.begin(), runs_to_do.end(), [](const std::string& r) { return r == "qann" || r.rfind("snn", 0) == 0; });
     if (need_snn && !snn_spec) {
         ConvertOptions o;
         o.levels = int(p.get_int("levels", 1, spiking_max_levels()));
         o.timesteps = std::max<int>(o.levels, int(s_list.front()));
         o.progress = !quiet;
         std::vector<std::vector<int32_t>> data;
-        for (int i = 0; i < 4; ++i) data.push_back(random_ids(std::min<int64_t>(64, cfg.n_positions)));
+        for (int i = 0; i < 4; ++i) data.push_back(random_ids(std::min<int64_t>(64, n_positions)));
         snn_spec = convert_model_on(base, data, o);
     }
 
     // The configurations, in the order asked.
     std::vector<Run> runs;
-    for (const auto& r : runs_wanted) {
+    for (const auto& r : runs_to_do) {
         if (r == "ann-f32" || r == "ann-bf16")
             runs.push_back({r, 0, base, r == "ann-f32" ? WeightFormat::F32 : WeightFormat::BF16});
         else if (r == "qann") {
             RunOptions o;
             o.mode = RunMode::Qann;
-            runs.push_back({r, 0, std::make_shared<SpikingGpt2>(base, *snn_spec, o)});
+            runs.push_back({r, 0, make_spiking_model(base, *snn_spec, o)});
         } else {
             for (int64_t S : s_list) {
                 RunOptions o;
                 o.mode = RunMode::Snn;
                 o.path = r == "snn-count" ? SpikePath::Count : SpikePath::Spike;
                 o.timesteps = int(S);
-                runs.push_back({r, int(S), std::make_shared<SpikingGpt2>(base, *snn_spec, o)});
+                runs.push_back({r, int(S), make_spiking_model(base, *snn_spec, o)});
             }
         }
     }
 
     json results = json::array();
-    fmt::print(table, "model: {} (n_layer {}, n_embd {}, vocab {}, {} parameters)\n", model_desc, cfg.n_layer,
-               cfg.n_embd, V, base->weights().parameter_count());
+    const int64_t n_embd = layout.width[size_t(SiteKind::AttnIn)], n_head = layout.width[size_t(SiteKind::Q)] / layout.head_dim;
+    fmt::print(table, "model: {} ({}, n_layer {}, n_embd {}, vocab {}, {} parameters)\n", model_desc, layout.architecture,
+               layout.n_layer, n_embd, V, parameters);
     fmt::print(table, "{:<16} {:>7} {:>8} {:>12} {:>12} {:>12} {:>7}\n", "run", "threads", "test", "median t/s",
                "min t/s", "max t/s", "repeats");
     for (int64_t threads : threads_list) {
         set_num_threads(int(threads));
         for (Run& run : runs) {
-            base->set_weight_format(run.format);
+            if (gpt2) gpt2->set_weight_format(run.format);
             const std::string label = run.timesteps ? fmt::format("{} S={}", run.name, run.timesteps) : run.name;
             for (const BenchTest& t : tests) {
-                if (t.n > cfg.n_positions) {
+                if (t.n > n_positions) {
                     fmt::print(table, "{:<16} {:>7} {:>8}   skipped: {} tokens exceed n_positions = {}\n", label, threads,
-                               t.name, t.n, cfg.n_positions);
+                               t.name, t.n, n_positions);
                     continue;
                 }
                 if (!quiet) std::fprintf(stderr, "bench: %s, %lld threads, %s ...\n", label.c_str(), (long long)threads, t.name.c_str());
@@ -259,7 +270,7 @@ int cmd_bench(int argc, char** argv) {
             }
         }
     }
-    base->set_weight_format(WeightFormat::F32);
+    if (gpt2) gpt2->set_weight_format(WeightFormat::F32);
 
     if (p.has("json")) {
         json out = {{"bench", "stac bench"},
@@ -268,11 +279,12 @@ int cmd_bench(int argc, char** argv) {
                                  {"openmp", threads_available()},
                                  {"avx512bf16", cpu::cpu_has_avx512bf16()}}},
                     {"model", {{"source", model_desc},
-                               {"n_layer", cfg.n_layer},
-                               {"n_embd", cfg.n_embd},
-                               {"n_head", cfg.n_head},
+                               {"architecture", layout.architecture},
+                               {"n_layer", layout.n_layer},
+                               {"n_embd", n_embd},
+                               {"n_head", n_head},
                                {"vocab_size", V},
-                               {"parameters", base->weights().parameter_count()}}},
+                               {"parameters", parameters}}},
                     {"results", results}};
         if (snn_spec) out["snn"] = {{"levels", snn_spec->levels}, {"sites", snn_spec->sites.str()}};
         if (json_stdout) std::puts(out.dump(2).c_str());
