@@ -893,7 +893,7 @@ TEST_CASE("spiking: the Tensor-level kernels agree with cpu:: and refuse bad ope
 // Temporal-difference operators (DESIGN §5), built from the kernels the streaming schedule uses:
 // a running input X_t (accumulate), f(X_t), and the emitted difference (td_emit). What has been
 // emitted after any step must sum to f(X_t).
-TEST_CASE("spiking: temporal-difference operators emit f(X_t) in sum after every step") {
+TEST_CASE("spiking: temporal-difference operators (GPT-2 and Llama) emit f(X_t) in sum after every step") {
     std::mt19937_64 rng(77);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     const int64_t T = 3, C = 16, H = 2, P = 2, L = P + T;
@@ -914,6 +914,15 @@ TEST_CASE("spiking: temporal-difference operators emit f(X_t) in sum after every
         {"layernorm", {T, C}, [&](const Tensor& y, const Tensor& x) { kernels::layernorm(y, x, g, b, 1e-5f); }},
         {"gelu", {T, C}, [&](const Tensor& y, const Tensor& x) { kernels::scaled_copy(y, x, 1.0f), kernels::activation(y, Activation::GeluTanh); }},
         {"softmax", {H, T, L}, [&](const Tensor& y, const Tensor& x) { kernels::scaled_copy(y, x, 1.0f), kernels::softmax_causal(y, P); }},
+        // Llama's: RMSNorm, and the SiLU-gate product of the running sums of g and u (x = g | u:
+        // [T, 2C]; the product fills the first C columns of y, the rest stays 0).
+        {"rmsnorm", {T, C}, [&](const Tensor& y, const Tensor& x) { kernels::rmsnorm(y, x, g, 1e-5f); }},
+        {"silu_gate", {T, 2 * C}, [&](const Tensor& y, const Tensor& x) {
+             const Tensor o = Tensor::empty({T, C}, DType::F32);
+             kernels::silu_gate(o, x);
+             for (int64_t t = 0; t < T; ++t)
+                 for (int64_t c = 0; c < 2 * C; ++c) y.data<float>()[t * 2 * C + c] = c < C ? o.data<float>()[t * C + c] : 0.0f;
+         }},
     };
     for (const Op& op : ops) {
         CAPTURE(op.name);
