@@ -1,54 +1,102 @@
 #include "kernels/kernels.h"
 
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
 #include "kernels/check.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cuda/ops.h"
 
 namespace stac::kernels {
 
+using detail::kCuda;
 using detail::need_shape;
+using detail::need_weight;
 using detail::same_device;
 
 namespace {
 void need_f32(const Tensor& t, const char* op, const char* what) { detail::need(t, DType::F32, op, what); }
+const float* fp(const Tensor& t) { return t.defined() ? t.raw_data<float>() : nullptr; }
+float* mp(const Tensor& t) { return t.raw_data<float>(); }
 }  // namespace
 
-void linear(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b) {
-    need_f32(out, "linear", "out"), need_f32(x, "linear", "x"), need_f32(w, "linear", "w");
+namespace {
+void linear_impl(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, bool apply, Activation act) {
+    need_f32(out, "linear", "out"), need_f32(x, "linear", "x"), need_weight(w, "linear", "w");
     if (x.rank() != 2 || w.rank() != 2) fail("linear: x {} and w {} must be 2-D", x.describe(), w.describe());
     const int64_t T = x.dim(0), K = x.dim(1), N = w.dim(1);
     need_shape(w, {K, N}, "linear", "w");
     need_shape(out, {T, N}, "linear", "out");
     if (b.defined()) need_f32(b, "linear", "b"), need_shape(b, {N}, "linear", "b");
-    same_device("linear", {&out, &x, &w, &b});
+    const Device d = same_device("linear", {&out, &x, &w, &b});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::linear(d.index, mp(out), fp(x), w.raw(), w.dtype(), fp(b), T, K, N, apply, act);
     cpu::linear(out.data<float>(), x.data<float>(), w.data<float>(), b.defined() ? b.data<float>() : nullptr, T, K, N);
+    if (apply) cpu::activation(out.data<float>(), out.numel(), act);
+}
+}  // namespace
+
+void linear(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b) {
+    linear_impl(out, x, w, b, false, Activation::Relu);
 }
 
-void layernorm(const Tensor& out, const Tensor& x, const Tensor& g, const Tensor& b, float eps) {
-    need_f32(out, "layernorm", "out"), need_f32(x, "layernorm", "x");
-    need_f32(g, "layernorm", "weight"), need_f32(b, "layernorm", "bias");
-    if (x.rank() != 2) fail("layernorm: x {} must be 2-D", x.describe());
+void linear_activation(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, Activation act) {
+    linear_impl(out, x, w, b, true, act);
+}
+
+namespace {
+void check_norm(const Tensor& out, const Tensor& x, const Tensor& g, const Tensor& b, const char* op) {
+    need_f32(out, op, "out"), need_f32(x, op, "x");
+    need_f32(g, op, "weight"), need_f32(b, op, "bias");
+    if (x.rank() != 2) fail("{}: x {} must be 2-D", op, x.describe());
     const int64_t T = x.dim(0), C = x.dim(1);
-    need_shape(out, {T, C}, "layernorm", "out");
-    need_shape(g, {C}, "layernorm", "weight"), need_shape(b, {C}, "layernorm", "bias");
-    same_device("layernorm", {&out, &x, &g, &b});
+    need_shape(out, {T, C}, op, "out");
+    need_shape(g, {C}, op, "weight"), need_shape(b, {C}, op, "bias");
+}
+}  // namespace
+
+void layernorm(const Tensor& out, const Tensor& x, const Tensor& g, const Tensor& b, float eps) {
+    check_norm(out, x, g, b, "layernorm");
+    const int64_t T = x.dim(0), C = x.dim(1);
+    const Device d = same_device("layernorm", {&out, &x, &g, &b});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::layernorm(d.index, mp(out), fp(x), fp(g), fp(b), T, C, eps);
+    cpu::layernorm(out.data<float>(), x.data<float>(), g.data<float>(), b.data<float>(), T, C, eps);
+}
+
+void add_layernorm(const Tensor& x, const Tensor& y, const Tensor& out, const Tensor& g, const Tensor& b, float eps) {
+    check_norm(out, x, g, b, "add_layernorm");
+    need_f32(y, "add_layernorm", "y"), need_shape(y, x.shape(), "add_layernorm", "y");
+    const int64_t T = x.dim(0), C = x.dim(1);
+    const Device d = same_device("add_layernorm", {&x, &y, &out, &g, &b});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::add_layernorm(d.index, mp(x), fp(y), mp(out), fp(g), fp(b), T, C, eps);
+    cpu::add_inplace(x.data<float>(), y.data<float>(), x.numel());
     cpu::layernorm(out.data<float>(), x.data<float>(), g.data<float>(), b.data<float>(), T, C, eps);
 }
 
 void activation(const Tensor& x, Activation act) {
     need_f32(x, "activation", "x");
-    same_device("activation", {&x});
+    const Device d = same_device("activation", {&x});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::activation(d.index, mp(x), x.numel(), act);
     cpu::activation(x.data<float>(), x.numel(), act);
 }
 
 void add(const Tensor& x, const Tensor& y) {
     need_f32(x, "add", "x"), need_f32(y, "add", "y");
     need_shape(y, x.shape(), "add", "y");
-    same_device("add", {&x, &y});
+    const Device d = same_device("add", {&x, &y});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::add(d.index, mp(x), fp(y), x.numel());
     cpu::add_inplace(x.data<float>(), y.data<float>(), x.numel());
 }
 
 void embedding(const Tensor& out, std::span<const int32_t> ids, int64_t pos0, const Tensor& wte, const Tensor& wpe) {
-    need_f32(out, "embedding", "out"), need_f32(wte, "embedding", "wte"), need_f32(wpe, "embedding", "wpe");
+    need_f32(out, "embedding", "out"), need_weight(wte, "embedding", "wte"), need_weight(wpe, "embedding", "wpe");
+    if (wte.dtype() != wpe.dtype()) fail("embedding: wte {} and wpe {} differ in dtype", wte.describe(), wpe.describe());
     const int64_t T = static_cast<int64_t>(ids.size()), C = wte.dim(1);
     need_shape(out, {T, C}, "embedding", "out");
     if (wpe.dim(1) != C) fail("embedding: wpe {} and wte {} differ in width", wpe.describe(), wte.describe());
@@ -57,7 +105,9 @@ void embedding(const Tensor& out, std::span<const int32_t> ids, int64_t pos0, co
             fail("token id {} is outside the model's vocabulary [0, {})", ids[size_t(t)], wte.dim(0));
     if (pos0 < 0 || pos0 + T > wpe.dim(0))
         fail("positions {}..{} are outside the model's {} positions", pos0, pos0 + T - 1, wpe.dim(0));
-    same_device("embedding", {&out, &wte, &wpe});
+    const Device d = same_device("embedding", {&out, &wte, &wpe});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::embedding(d.index, mp(out), ids.data(), T, pos0, wte.raw(), wpe.raw(), wte.dtype(), C);
     cpu::embedding(out.data<float>(), ids.data(), T, pos0, wte.data<float>(), wpe.data<float>(), C);
 }
 
@@ -68,23 +118,31 @@ void kv_append(const Tensor& kc, const Tensor& vc, const Tensor& qkv, int64_t po
     need_shape(vc, kc.shape(), "kv_append", "v cache");
     need_shape(qkv, {T, 3 * H * D}, "kv_append", "qkv");
     if (pos0 < 0 || pos0 + T > cap) fail("kv_append: rows {}..{} exceed the cache capacity {}", pos0, pos0 + T, cap);
-    same_device("kv_append", {&kc, &vc, &qkv});
+    const Device d = same_device("kv_append", {&kc, &vc, &qkv});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::kv_append(d.index, mp(kc), mp(vc), fp(qkv), T, pos0, H, D, cap);
     cpu::kv_append(kc.data<float>(), vc.data<float>(), qkv.data<float>(), T, pos0, H, D, cap);
 }
 
 void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, int64_t pos0, float scale,
                const Tensor& scratch) {
     need_f32(out, "attention", "out"), need_f32(qkv, "attention", "qkv");
-    need_f32(kc, "attention", "k cache"), need_f32(vc, "attention", "v cache"), need_f32(scratch, "attention", "scratch");
+    need_f32(kc, "attention", "k cache"), need_f32(vc, "attention", "v cache");
     if (kc.rank() != 3) fail("attention: k cache {} must be [H, cap, D]", kc.describe());
     const int64_t H = kc.dim(0), cap = kc.dim(1), D = kc.dim(2), C = H * D, T = qkv.dim(0);
     need_shape(vc, kc.shape(), "attention", "v cache");
     need_shape(qkv, {T, 3 * C}, "attention", "qkv");
     need_shape(out, {T, C}, "attention", "out");
     if (pos0 < 0 || pos0 + T > cap) fail("attention: rows {}..{} exceed the cache capacity {}", pos0, pos0 + T, cap);
+    const Device d = same_device("attention", {&out, &qkv, &kc, &vc, &scratch});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {
+            if (D > cuda::kMaxHeadDim) fail("attention: head dimension {} exceeds the CUDA kernels' {}", D, cuda::kMaxHeadDim);
+            return cuda::attention(d.index, mp(out), C, fp(qkv), 3 * C, fp(kc), fp(vc), T, pos0, H, D, cap, scale);
+        }
+    need_f32(scratch, "attention", "scratch");
     if (scratch.numel() < T * (pos0 + T))
         fail("attention: scratch of {} floats is smaller than T * (P + T) = {}", scratch.numel(), T * (pos0 + T));
-    same_device("attention", {&out, &qkv, &kc, &vc, &scratch});
     cpu::attention(out.data<float>(), C, qkv.data<float>(), 3 * C, kc.data<float>(), vc.data<float>(), T, pos0, H, D,
                    cap, scale, scratch.data<float>());
 }
@@ -92,31 +150,70 @@ void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Ten
 void scaled_copy(const Tensor& out, const Tensor& in, float a) {
     need_f32(out, "scaled_copy", "out"), need_f32(in, "scaled_copy", "in");
     need_shape(out, in.shape(), "scaled_copy", "out");
-    same_device("scaled_copy", {&out, &in});
+    const Device d = same_device("scaled_copy", {&out, &in});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::scaled_copy(d.index, mp(out), fp(in), in.numel(), a);
     cpu::scaled_copy(out.data<float>(), in.data<float>(), in.numel(), a);
 }
 
 void accumulate(const Tensor& sum, const Tensor& inc, const Tensor& value) {
     detail::need(sum, DType::F64, "accumulate", "sum"), need_f32(inc, "accumulate", "increment"), need_f32(value, "accumulate", "value");
     need_shape(inc, sum.shape(), "accumulate", "increment"), need_shape(value, sum.shape(), "accumulate", "value");
-    same_device("accumulate", {&sum, &inc, &value});
+    const Device d = same_device("accumulate", {&sum, &inc, &value});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::accumulate(d.index, sum.raw_data<double>(), fp(inc), mp(value), sum.numel());
     cpu::accumulate(sum.data<double>(), inc.data<float>(), value.data<float>(), sum.numel());
 }
 
 void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev) {
     need_f32(emitted, "td_emit", "emitted"), need_f32(y, "td_emit", "y"), need_f32(prev, "td_emit", "prev");
     need_shape(emitted, y.shape(), "td_emit", "emitted"), need_shape(prev, y.shape(), "td_emit", "prev");
-    same_device("td_emit", {&emitted, &y, &prev});
+    const Device d = same_device("td_emit", {&emitted, &y, &prev});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::td_emit(d.index, mp(emitted), fp(y), mp(prev), y.numel());
     cpu::td_emit(emitted.data<float>(), y.data<float>(), prev.data<float>(), y.numel());
 }
 
 void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e) {
-    need_f32(out, "matmul_nt", "out"), need_f32(x, "matmul_nt", "x"), need_f32(e, "matmul_nt", "e");
+    need_f32(out, "matmul_nt", "out"), need_f32(x, "matmul_nt", "x"), need_weight(e, "matmul_nt", "e");
+    if (x.rank() != 2 || e.rank() != 2) fail("matmul_nt: x {} and e {} must be 2-D", x.describe(), e.describe());
     const int64_t T = x.dim(0), C = x.dim(1), V = e.dim(0);
     need_shape(e, {V, C}, "matmul_nt", "e");
     need_shape(out, {T, V}, "matmul_nt", "out");
-    same_device("matmul_nt", {&out, &x, &e});
+    const Device d = same_device("matmul_nt", {&out, &x, &e});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::matmul_nt(d.index, mp(out), fp(x), e.raw(), e.dtype(), T, C, V);
     cpu::matmul_nt(out.data<float>(), x.data<float>(), e.data<float>(), T, C, V);
+}
+
+void top_k(const Tensor& values, const Tensor& indices, const Tensor& logits) {
+    need_f32(logits, "top_k", "logits"), need_f32(values, "top_k", "values");
+    detail::need(indices, DType::I32, "top_k", "indices");
+    if (logits.rank() != 2 || values.rank() != 2) fail("top_k: logits {} and values {} must be 2-D", logits.describe(), values.describe());
+    const int64_t R = logits.dim(0), V = logits.dim(1), k = values.dim(1);
+    if (k < 1 || k > 64) fail("top_k: k = {} must be in [1, 64]", k);
+    need_shape(values, {R, k}, "top_k", "values"), need_shape(indices, {R, k}, "top_k", "indices");
+    const Device d = same_device("top_k", {&values, &indices, &logits});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::top_k(d.index, mp(values), indices.raw_data<int32_t>(), fp(logits), R, V, int(k));
+    // The plain version: order ids by (value descending, id ascending), NaN excluded.
+    const float* l = logits.data<float>();
+    float* val = values.data<float>();
+    int32_t* idx = indices.data<int32_t>();
+    std::vector<int32_t> order;
+    for (int64_t r = 0; r < R; ++r) {
+        const float* row = l + r * V;
+        order.clear();
+        for (int32_t j = 0; j < V; ++j)
+            if (!std::isnan(row[j])) order.push_back(j);
+        const size_t m = std::min<size_t>(size_t(k), order.size());
+        std::partial_sort(order.begin(), order.begin() + ptrdiff_t(m), order.end(),
+                          [&](int32_t a, int32_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+        for (int64_t i = 0; i < k; ++i) {
+            idx[r * k + i] = size_t(i) < m ? order[size_t(i)] : -1;
+            val[r * k + i] = size_t(i) < m ? row[order[size_t(i)]] : NAN;
+        }
+    }
 }
 
 }  // namespace stac::kernels

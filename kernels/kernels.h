@@ -1,7 +1,9 @@
-// kernels: one function per op on Tensors, checking shapes and dispatching on the device
-// (kernels/cpu now; kernels/cuda joins with the CUDA backend). Nothing above this layer knows the backend.
+// kernels: one function per op on Tensors, checking shapes and dispatching on the device to
+// kernels/cpu or kernels/cuda. Nothing above this layer knows the backend.
 // Letters: T tokens, K input features, N output features, C channels (= H*D), H heads, D head dim,
-// cap cache capacity, V vocabulary. All tensors are f32 and contiguous.
+// cap cache capacity, V vocabulary. All tensors are contiguous and f32, except that on a GPU the
+// weight matrices (w, e, wte, wpe) may be F16 or BF16 (f32 accumulation). On a GPU the ops are
+// queued on the device's stream; reading a result on the host (Tensor::to) waits for them.
 #pragma once
 
 #include <cstdint>
@@ -14,8 +16,12 @@ namespace stac::kernels {
 
 // out: [T, N] = x: [T, K] · w: [K, N] + b: [N] (b may be undefined)
 void linear(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b);
+// out = act(x · w + b): the activation fused into the bias pass on a GPU
+void linear_activation(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, Activation act);
 // out, x: [T, C]; g, b: [C]
 void layernorm(const Tensor& out, const Tensor& x, const Tensor& g, const Tensor& b, float eps);
+// x += y, then out = layernorm(x); out may be y (the residual add fused into the next norm)
+void add_layernorm(const Tensor& x, const Tensor& y, const Tensor& out, const Tensor& g, const Tensor& b, float eps);
 // x: any shape, in place
 void activation(const Tensor& x, Activation act);
 // x += y, same shape
@@ -25,7 +31,8 @@ void embedding(const Tensor& out, std::span<const int32_t> ids, int64_t pos0, co
 // kc, vc: [H, cap, D] receive K, V of qkv: [T, 3C] at rows pos0..pos0+T-1
 void kv_append(const Tensor& kc, const Tensor& vc, const Tensor& qkv, int64_t pos0);
 // out: [T, C] = causal attention of the queries in qkv: [T, 3C] (positions pos0..) over kc, vc: [H, cap, D]
-// rows [0, pos0+T), scores scaled by `scale`; scratch: at least T * (pos0 + T) floats
+// rows [0, pos0+T), scores scaled by `scale`; scratch: at least T * (pos0 + T) floats on the CPU
+// (unused and may be undefined on a GPU, whose kernels keep no [T, L] matrix)
 void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, int64_t pos0, float scale,
                const Tensor& scratch);
 // out = a * in, same shape
@@ -38,5 +45,9 @@ void accumulate(const Tensor& sum, const Tensor& inc, const Tensor& value);
 void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev);
 // out: [T, V] = x: [T, C] · e: [V, C]^T (the tied LM head)
 void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e);
+// values: F32 [R, k], indices: I32 [R, k] = the k largest entries of each row of logits: F32 [R, V],
+// largest first, ties to the lower index (NaN never chosen; rows with fewer than k numbers end in
+// index -1, value NaN). 1 <= k <= 64.
+void top_k(const Tensor& values, const Tensor& indices, const Tensor& logits);
 
 }  // namespace stac::kernels

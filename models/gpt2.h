@@ -1,4 +1,5 @@
-// GPT-2: config.json, weights from a Hugging Face model.safetensors (one f32 arena), and the CPU forward.
+// GPT-2: config.json, weights from a Hugging Face model.safetensors (one f32 arena), and the forward
+// on the CPU or a GPU (weights uploaded once into one device arena, KV cache on the device).
 // Letters: T tokens in a chunk, P tokens already cached, C = n_embd, H heads, D = C/H, I = n_inner,
 // V vocabulary, L layers, cap cache capacity.
 #pragma once
@@ -63,6 +64,10 @@ struct Gpt2Weights {
     // shape and dtype is checked first; an unexpected or missing tensor is refused by name.
     static Gpt2Weights load(const std::filesystem::path& safetensors, const Gpt2Config& cfg);
     int64_t parameter_count() const;  // distinct parameters (a tied head counted once)
+    // A copy in one arena on `device` (one host-to-device copy), the matrices (wte, wpe, the four
+    // per-layer weights, an untied head) in `matrices` dtype, the rest f32. The CPU takes F32 only.
+    Gpt2Weights to(Device device, DType matrices = DType::F32) const;
+    Device device() const { return wte.device(); }
     // Hugging Face names (with the "transformer." prefix) and tensors, for saving.
     std::vector<std::pair<std::string, Tensor>> named_tensors() const;
 };
@@ -71,7 +76,7 @@ struct Gpt2Weights {
 // scratch buffers of one forward (grown for the largest chunk seen, never in the decode loop).
 class Gpt2State final : public ModelState {
 public:
-    Gpt2State(const Gpt2Config& cfg, int64_t capacity);
+    Gpt2State(const Gpt2Config& cfg, int64_t capacity, Device device = Device::cpu());
     int64_t length() const override { return length_; }
     int64_t capacity() const override { return capacity_; }
     void clear() override { length_ = 0; }
@@ -79,15 +84,17 @@ public:
 
     std::vector<Tensor> k, v;  // per layer [H, cap, D]
     // Scratch for a chunk of up to `rows` tokens: x, h: [rows, C]; qkv: [rows, 3C]; att: [rows, C];
-    // mlp: [rows, I]; scores: [rows * cap].
+    // mlp: [rows, I]; scores: [rows * cap] (CPU only); on a GPU logits: [rows, V] for results
+    // that go to a host tensor.
     void reserve(int64_t rows);
-    Tensor x, h, qkv, att, mlp, scores;
+    Tensor x, h, qkv, att, mlp, scores, logits;
     int64_t reserved_rows = 0;
     int64_t length_ = 0;
 
 private:
     const Gpt2Config* cfg_;
     int64_t capacity_;
+    Device device_;
 };
 
 class Gpt2Model final : public LanguageModel {
@@ -95,6 +102,10 @@ public:
     // Loads DIR/config.json and DIR/model.safetensors.
     static std::unique_ptr<Gpt2Model> load(const std::filesystem::path& dir);
     Gpt2Model(Gpt2Config cfg, Gpt2Weights w);
+    // The model on another device (weights uploaded once; see Gpt2Weights::to). Throws stac::Error
+    // naming the device when it is missing, busy or not compiled in.
+    std::unique_ptr<Gpt2Model> to(const Placement& where) const;
+    Device device() const { return w_.device(); }
 
     const ModelInfo& info() const override { return info_; }
     std::unique_ptr<ModelState> new_state(int64_t capacity = 0) const override;

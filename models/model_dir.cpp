@@ -22,6 +22,14 @@ std::unique_ptr<LanguageModel> load_language_model(const fs::path& dir) {
     fail("{}: model_type \"{}\" is not supported (supported: gpt2)", cfg.string(), type);
 }
 
+std::unique_ptr<LanguageModel> load_language_model(const fs::path& dir, const Placement& where) {
+    if (where.device.is_cpu() && where.weights == DType::F32) return load_language_model(dir);
+    require_device(where.device);  // before reading a large checkpoint for a GPU that is not there
+    std::unique_ptr<LanguageModel> m = load_language_model(dir);
+    if (auto* g = dynamic_cast<Gpt2Model*>(m.get())) return g->to(where);
+    fail("{}: {} models run on the CPU only", dir.string(), m->info().architecture);
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& dir) {
     const bool vocab = fs::exists(dir / "vocab.json"), merges = fs::exists(dir / "merges.txt");
     if (!vocab && !merges) return nullptr;

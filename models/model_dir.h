@@ -12,6 +12,9 @@ namespace stac {
 // Loads the model in `dir` by its config.json model_type ("gpt2"); throws stac::Error naming the
 // file and the problem (missing files, unknown architecture, malformed weights).
 std::unique_ptr<LanguageModel> load_language_model(const std::filesystem::path& dir);
+// The same, placed on `where` (a GPU: weights uploaded once; throws naming the device when it is
+// missing, busy or not compiled in).
+std::unique_ptr<LanguageModel> load_language_model(const std::filesystem::path& dir, const Placement& where);
 
 // The tokenizer files of `dir` (vocab.json + merges.txt), or nullptr when it has none.
 // Throws when the files exist but are malformed, or when only one of the pair is present.

@@ -150,6 +150,33 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
 
 void add_model_option(ArgParser& p) {
     p.option("model", "DIR", "model or SNN directory (Hugging Face GPT-2 layout; default: $STAC_MODEL, else the bundled model)");
+    p.option("device", "cpu|cuda[:N]", "where the float model runs (a GPU needs a CUDA build; SNN directories, convert and eval run on the CPU)", "cpu");
+    p.option("weights-dtype", "f32|f16|bf16", "on a GPU: dtype of the weight matrices (f32 accumulation either way)", "f32");
+}
+
+Placement placement_from(const ArgParser& p) {
+    Placement where;
+    try {
+        where.device = Device::parse(p.get("device"));
+    } catch (const Error& e) {
+        throw UsageError(std::string("--device: ") + e.what());
+    }
+    const std::string w = p.get("weights-dtype");
+    if (w == "f32") where.weights = DType::F32;
+    else if (w == "f16") where.weights = DType::F16;
+    else if (w == "bf16") where.weights = DType::BF16;
+    else throw UsageError(fmt::format("--weights-dtype: '{}' is not f32, f16 or bf16", w));
+    if (where.device.is_cpu() && where.weights != DType::F32)
+        throw UsageError(fmt::format("--weights-dtype {} needs --device cuda (the CPU computes from f32 weights)", w));
+    require_device(where.device);
+    return where;
+}
+
+void require_cpu(const ArgParser& p, const char* command) {
+    const Placement where = placement_from(p);
+    if (!where.device.is_cpu())
+        fail("--device {}: {} runs on the CPU only so far (GPU: generate, chat, logits with a float model)",
+             where.device.str(), command);
 }
 
 void add_sampling_options(ArgParser& p, const SamplingOptions& d) {
@@ -184,6 +211,8 @@ void add_snn_options(ArgParser& p) {
 }
 
 std::string OpenModel::describe() const {
+    if (!snn && !placement.device.is_cpu())
+        return fmt::format("float ANN on {} ({} weights)", placement.device.str(), dtype_name(placement.weights));
     if (!snn) return "float ANN";
     const RunOptions& r = snn->run_options();
     if (r.mode == RunMode::Qann) return fmt::format("QANN (L = {})", snn->spec().levels);
@@ -212,6 +241,10 @@ fs::path model_dir_from(const ArgParser& p) {
 OpenModel open_model(const ArgParser& p) {
     OpenModel m;
     m.dir = model_dir_from(p);
+    if (p.knows("device")) m.placement = placement_from(p);
+    if (is_snn_dir(m.dir) && !m.placement.device.is_cpu())
+        fail("{}: --device {}: SNN directories run on the CPU only so far (the spiking kernels exist on the GPU; the "
+             "spiking forward does not use them yet)", m.dir.string(), m.placement.device.str());
     if (is_snn_dir(m.dir)) {
         LoadedSnn l = load_snn_model(m.dir);
         RunOptions run;
@@ -239,7 +272,7 @@ OpenModel open_model(const ArgParser& p) {
         if (p.knows("path") && (p.has("qann") || p.has("schedule") || p.has("timesteps") || p.has("path")))
             throw UsageError(fmt::format("--path, --schedule, --timesteps and --qann apply to SNN directories; {} is a float model",
                                          m.dir.string()));
-        m.model = load_language_model(m.dir);
+        m.model = load_language_model(m.dir, m.placement);
     }
     m.tokenizer = load_tokenizer(m.dir);
     if (m.tokenizer && m.tokenizer->vocab_size() > m.model->info().vocab_size)

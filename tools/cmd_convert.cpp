@@ -74,6 +74,7 @@ int cmd_convert(int argc, char** argv) {
     p.flag("simplified", "thresholds from the weights alone, no calibration data (lower fidelity)");
     p.flag("quiet", "no progress bar or summary");
     if (!p.parse(argc, argv, 2)) return 0;
+    require_cpu(p, "convert");
     if (!p.has("out")) throw UsageError("--out SNNDIR is required");
     const fs::path dir = model_dir_from(p), out = p.get("out");
     const bool quiet = p.has("quiet");
@@ -161,6 +162,7 @@ int cmd_eval(int argc, char** argv) {
     p.option("plot", "FILE.svg", "draw fidelity and energy against S (with --sweep)");
     p.flag("quiet", "no progress bars");
     if (!p.parse(argc, argv, 2)) return 0;
+    require_cpu(p, "eval");
     const bool quiet = p.has("quiet");
 
     // The SNN, and the ANN it came from (the same weights, checked by sha256 when loading).

@@ -29,6 +29,7 @@ int cmd_tokenize(int argc, char** argv) {
     p.option("decode", "IDS", "token ids to turn back into text");
     p.flag("no-special", "treat <|endoftext|> in the text as ordinary text");
     if (!p.parse(argc, argv, 2)) return 0;
+    placement_from(p);  // tokenizing needs no device, but a bad --device is still an error
     // Only the tokenizer is needed: do not load the weights.
     const fs::path dir = model_dir_from(p);
     if (!fs::is_directory(dir)) fail("{}: model directory not found", dir.string());

@@ -24,27 +24,16 @@ int64_t neurons_layerwise(int8_t* counts, int8_t* spikes, const float* x, int64_
     int64_t events = 0;
     const int64_t TN = T * N;
     for (int64_t k = 0; k < TN; ++k) {
-        const int32_t U = to_fixed(x[k] * inv[per_col ? k % N : 0], n_min, n_max);
-        // constant_current(U, s, S) incrementally: q + carry of the running remainder (Bresenham).
-        const int32_t q = U >= 0 ? U / S : -((-U + S - 1) / S);
-        const int32_t r = U - q * S;  // 0 <= r < S
-        int32_t e = 0, v = kMembraneStart, n = 0;
+        ConstantCurrent current(to_fixed(x[k] * inv[per_col ? k % N : 0], n_min, n_max), S);
+        int32_t v = kMembraneStart, n = 0;
         if (spikes) {
             for (int s = 0; s < S; ++s) {
-                e += r;
-                const int32_t carry = e >= S;
-                e -= carry * S;
-                const int32_t sp = if_step(v, n, q + carry, n_min, n_max);
+                const int32_t sp = if_step(v, n, current.next(), n_min, n_max);
                 spikes[int64_t(s) * TN + k] = int8_t(sp);
                 events += sp != 0;
             }
         } else {
-            for (int s = 0; s < S; ++s) {
-                e += r;
-                const int32_t carry = e >= S;
-                e -= carry * S;
-                events += if_step(v, n, q + carry, n_min, n_max) != 0;
-            }
+            for (int s = 0; s < S; ++s) events += if_step(v, n, current.next(), n_min, n_max) != 0;
         }
         counts[k] = int8_t(n);
     }
