@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -49,8 +50,9 @@ struct Pool {
     std::map<void*, size_t> live;                      // block -> size class
     size_t in_use = 0, cached = 0;
     uint64_t mallocs = 0;
-    bool context_ready = false;
-    cudaStream_t stream = nullptr;
+    // Set once, then read on every launch without the lock.
+    std::atomic<bool> context_ready{false};
+    std::atomic<cudaStream_t> stream{nullptr};
     // Pinned staging for host-to-device uploads: two buffers, so the CPU fills one while the other copies.
     std::array<void*, 2> staging{};
     std::array<cudaEvent_t, 2> staged{};
@@ -85,6 +87,7 @@ int cuda_device_count() {
 
 void require_device(Device d) {
     if (d.is_cpu()) return;
+    if (d.index >= 0 && d.index < kMaxDevices && pools()[size_t(d.index)].context_ready.load()) return;  // checked before
     const int n = cuda_device_count();
     if (n == 0) throw Error("device " + d.str() + ": no CUDA GPU is available (no device or no driver)");
     if (d.index >= n) throw Error("device " + d.str() + ": only " + std::to_string(n) + " CUDA GPU(s) present");
@@ -115,10 +118,17 @@ std::string device_description(Device d) {
 cudaStream_t cuda_stream(int device) {
     require_device(Device::cuda(device));
     Pool& p = pool(device);
-    STAC_CUDA_CHECK(cudaSetDevice(device));
+    int current = -1;
+    STAC_CUDA_CHECK(cudaGetDevice(&current));
+    if (current != device) STAC_CUDA_CHECK(cudaSetDevice(device));
+    if (cudaStream_t s = p.stream.load()) return s;
     std::lock_guard<std::mutex> lock(p.mu);
-    if (!p.stream) STAC_CUDA_CHECK(cudaStreamCreateWithFlags(&p.stream, cudaStreamNonBlocking));
-    return p.stream;
+    if (!p.stream.load()) {
+        cudaStream_t s = nullptr;
+        STAC_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+        p.stream.store(s);
+    }
+    return p.stream.load();
 }
 
 void* cuda_malloc(size_t bytes, int device) {
@@ -180,7 +190,7 @@ CudaPoolStats cuda_pool_stats(int device) {
 
 void cuda_release_cached(int device) {
     Pool& p = pool(device);
-    if (p.stream) cudaStreamSynchronize(p.stream);  // blocks may still be in use by queued work
+    if (cudaStream_t s = p.stream.load()) cudaStreamSynchronize(s);  // blocks may still be in use by queued work
     std::lock_guard<std::mutex> lock(p.mu);
     cudaSetDevice(device);
     for (auto& [cls, blocks] : p.free_blocks)

@@ -124,19 +124,22 @@ TEST_SUITE("gpu") {
                 const Tensor wg = gpu(w.to(wdt));
                 kernels::linear(want, xr, wr, b);
                 kernels::linear(got, gpu(x), wg, gpu(b));
-                CHECK(rel_diff(got, want) < 1e-5f);
+                // Products of rounded operands are exact in f32; only the summation order (and the
+                // tensor cores' accumulation) differs.
+                const float tol = wdt == DType::F32 ? 1e-5f : 1e-4f;
+                CHECK(rel_diff(got, want) < tol);
                 kernels::linear(want, xr, wr, Tensor());
                 kernels::linear(got, gpu(x), wg, Tensor());
-                CHECK(rel_diff(got, want) < 1e-5f);
+                CHECK(rel_diff(got, want) < tol);
                 for (Activation a : {Activation::GeluTanh, Activation::GeluErf, Activation::Relu}) {
                     kernels::linear_activation(want, xr, wr, b, a);
                     kernels::linear_activation(got, gpu(x), wg, gpu(b), a);
-                    CHECK(rel_diff(got, want) < 1e-5f);
+                    CHECK(rel_diff(got, want) < tol);
                 }
                 const Tensor e = rnd({N, K}, 4, 0.2f), er = wdt == DType::F32 ? e : rounded(e, wdt);
                 kernels::matmul_nt(want, xr, er);
                 kernels::matmul_nt(got, gpu(x), gpu(e.to(wdt)));
-                CHECK(rel_diff(got, want) < 1e-5f);
+                CHECK(rel_diff(got, want) < tol);
             }
         }
     }
@@ -427,7 +430,7 @@ TEST_SUITE("gpu") {
         }
     }
 
-    TEST_CASE("gpu: f16 and bf16 weights stay close to f32 and keep the greedy token") {
+    TEST_CASE("gpu: GPT-2 with f16 and bf16 weights stays close to the f32 CPU logits") {
         STAC_REQUIRE_GPU();
         const auto dir = stac::test::gpt2_fixture("tiny-gelu-f32");
         const auto cpu_model = Gpt2Model::load(dir);
