@@ -174,6 +174,22 @@ void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev) {
     cpu::td_emit(emitted.data<float>(), y.data<float>(), prev.data<float>(), y.numel());
 }
 
+void split_qkv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& qkv) {
+    need_f32(q, "split_qkv", "q"), need_f32(k, "split_qkv", "k"), need_f32(v, "split_qkv", "v"), need_f32(qkv, "split_qkv", "qkv");
+    if (qkv.rank() != 2 || qkv.dim(1) % 3 != 0) fail("split_qkv: qkv {} must be [T, 3C]", qkv.describe());
+    const int64_t T = qkv.dim(0), C = qkv.dim(1) / 3;
+    for (const Tensor* t : {&q, &k, &v}) need_shape(*t, {T, C}, "split_qkv", "q/k/v");
+    const Device d = same_device("split_qkv", {&q, &k, &v, &qkv});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::split_qkv(d.index, mp(q), mp(k), mp(v), fp(qkv), T, C);
+    const float* src = qkv.data<float>();
+    for (int64_t t = 0; t < T; ++t) {
+        std::copy_n(src + t * 3 * C, C, q.data<float>() + t * C);
+        std::copy_n(src + t * 3 * C + C, C, k.data<float>() + t * C);
+        std::copy_n(src + t * 3 * C + 2 * C, C, v.data<float>() + t * C);
+    }
+}
+
 void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e) {
     need_f32(out, "matmul_nt", "out"), need_f32(x, "matmul_nt", "x"), need_weight(e, "matmul_nt", "e");
     if (x.rank() != 2 || e.rank() != 2) fail("matmul_nt: x {} and e {} must be 2-D", x.describe(), e.describe());

@@ -43,6 +43,8 @@ void scaled_copy(const Tensor& out, const Tensor& in, float a);
 void accumulate(const Tensor& sum, const Tensor& inc, const Tensor& value);
 // The step of a temporal-difference operator: emitted = y - prev, then prev = y (same shapes)
 void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev);
+// q, k, v: [T, C] = the three column blocks of qkv: [T, 3C]
+void split_qkv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& qkv);
 // out: [T, V] = x: [T, C] · e: [V, C]^T (the tied LM head)
 void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e);
 // values: F32 [R, k], indices: I32 [R, k] = the k largest entries of each row of logits: F32 [R, V],

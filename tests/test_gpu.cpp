@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "core/allocator.h"
+#include "convert/convert.h"
+#include "convert/spiking_gpt2.h"
 #include "core/tensor.h"
 #include "kernels/kernels.h"
 #include "kernels/spiking.h"
@@ -463,5 +465,56 @@ TEST_SUITE("gpu") {
         const uint64_t a0 = allocation_count();
         for (int i = 0; i < 10; ++i) s.feed(tok);
         CHECK(allocation_count() == a0);
+    }
+
+    TEST_CASE("gpu: spiking GPT-2 (layer-wise) on the GPU: SNN = QANN bit for bit, spike path = count path, near the CPU") {
+        STAC_REQUIRE_GPU();
+        for (const char* name : {"tiny-gelu-f32", "tiny-relu-f16"}) {
+            CAPTURE(name);
+            const std::shared_ptr<const Gpt2Model> base = Gpt2Model::load(stac::test::gpt2_fixture(name));
+            ConvertOptions o;
+            o.simplified = true;
+            const SnnSpec spec = simplified_spec(*base, o);
+            const int64_t V = base->info().vocab_size, T = 20;
+            std::vector<int32_t> ids;
+            for (int64_t t = 0; t < T; ++t) ids.push_back(int32_t((t * 37 + 11) % V));
+            auto logits = [&](const SpikingGpt2& m) {
+                Tensor l = Tensor::empty({T, V}, DType::F32);
+                auto st = m.new_state();
+                m.forward(ids, *st, LogitRows::All, l);
+                return l;
+            };
+            auto make = [&](RunMode mode, SpikePath path) {
+                return SpikingGpt2(base, spec, {mode, Schedule::LayerWise, path, spec.timesteps});
+            };
+            const SpikingGpt2 cpu_q = make(RunMode::Qann, SpikePath::Count), cpu_f = make(RunMode::Float, SpikePath::Count);
+            const auto gpu_q = cpu_q.to(kGpu), gpu_f = cpu_f.to(kGpu);
+            const auto gpu_s = make(RunMode::Snn, SpikePath::Spike).to(kGpu), gpu_c = make(RunMode::Snn, SpikePath::Count).to(kGpu);
+            CHECK(gpu_s->device() == kGpu);
+            const Tensor lq = logits(*gpu_q), ls = logits(*gpu_s), lc = logits(*gpu_c);
+            CHECK(same_bytes(ls, lq));  // the layer-wise SNN is its QANN, on the GPU too
+            CHECK(same_bytes(lc, ls));  // count path = spike path
+            CHECK(gpu_s->stats().total_spikes() > 0);
+            CHECK(rel_diff(logits(*gpu_f), logits(cpu_f)) < 1e-4f);
+            // GPU and CPU QANN round the same counts except where a float difference crosses a
+            // threshold: the greedy tokens must still agree almost everywhere.
+            const Tensor lqc = logits(cpu_q);
+            int same = 0;
+            for (int64_t t = 0; t < T; ++t) {
+                const float* a = lq.data<float>() + t * V;
+                const float* b = lqc.data<float>() + t * V;
+                same += std::max_element(a, a + V) - a == std::max_element(b, b + V) - b;
+            }
+            CHECK(same >= T * 3 / 4);
+        }
+        // What the GPU does not run is refused clearly.
+        const std::shared_ptr<const Gpt2Model> base = Gpt2Model::load(stac::test::gpt2_fixture("tiny-gelu-f32"));
+        ConvertOptions o;
+        o.simplified = true;
+        const auto streaming = SpikingGpt2(base, simplified_spec(*base, o), {RunMode::Snn, Schedule::Streaming, SpikePath::Spike, 8}).to(kGpu);
+        auto st = streaming->new_state();
+        Tensor l = Tensor::empty({1, base->info().vocab_size}, DType::F32);
+        const std::vector<int32_t> one = {1};
+        CHECK_THROWS_WITH_AS(streaming->forward(one, *st, LogitRows::Last, l), doctest::Contains("CPU only"), Error);
     }
 }

@@ -150,7 +150,7 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
 
 void add_model_option(ArgParser& p) {
     p.option("model", "DIR", "model or SNN directory (Hugging Face GPT-2 layout; default: $STAC_MODEL, else the bundled model)");
-    p.option("device", "cpu|cuda[:N]", "where the float model runs (a GPU needs a CUDA build; SNN directories, convert and eval run on the CPU)", "cpu");
+    p.option("device", "cpu|cuda[:N]", "where the model runs (a GPU needs a CUDA build; on a GPU SNN directories run the layer-wise schedule; convert, eval, demo and test-conversation run on the CPU)", "cpu");
     p.option("weights-dtype", "f32|f16|bf16", "on a GPU: dtype of the weight matrices (f32 accumulation either way)", "f32");
 }
 
@@ -175,7 +175,7 @@ Placement placement_from(const ArgParser& p) {
 void require_cpu(const ArgParser& p, const char* command) {
     const Placement where = placement_from(p);
     if (!where.device.is_cpu())
-        fail("--device {}: {} runs on the CPU only so far (GPU: generate, chat, logits with a float model)",
+        fail("--device {}: {} runs on the CPU only so far (on a GPU: generate, chat, logits, inspect)",
              where.device.str(), command);
 }
 
@@ -211,13 +211,14 @@ void add_snn_options(ArgParser& p) {
 }
 
 std::string OpenModel::describe() const {
-    if (!snn && !placement.device.is_cpu())
-        return fmt::format("float ANN on {} ({} weights)", placement.device.str(), dtype_name(placement.weights));
-    if (!snn) return "float ANN";
+    const std::string where = placement.device.is_cpu()
+                                  ? std::string()
+                                  : fmt::format(" on {} ({} weights)", placement.device.str(), dtype_name(placement.weights));
+    if (!snn) return "float ANN" + where;
     const RunOptions& r = snn->run_options();
-    if (r.mode == RunMode::Qann) return fmt::format("QANN (L = {})", snn->spec().levels);
-    return fmt::format("SNN, {} schedule, {} path, S = {}, L = {}", schedule_name(r.schedule), spike_path_name(r.path),
-                       r.timesteps, snn->spec().levels);
+    if (r.mode == RunMode::Qann) return fmt::format("QANN (L = {}){}", snn->spec().levels, where);
+    return fmt::format("SNN, {} schedule, {} path, S = {}, L = {}{}", schedule_name(r.schedule), spike_path_name(r.path),
+                       r.timesteps, snn->spec().levels, where);
 }
 
 const Tokenizer& OpenModel::need_tokenizer(const std::string& why) const {
@@ -242,9 +243,6 @@ OpenModel open_model(const ArgParser& p) {
     OpenModel m;
     m.dir = model_dir_from(p);
     if (p.knows("device")) m.placement = placement_from(p);
-    if (is_snn_dir(m.dir) && !m.placement.device.is_cpu())
-        fail("{}: --device {}: SNN directories run on the CPU only so far (the spiking kernels exist on the GPU; the "
-             "spiking forward does not use them yet)", m.dir.string(), m.placement.device.str());
     if (is_snn_dir(m.dir)) {
         LoadedSnn l = load_snn_model(m.dir);
         RunOptions run;
@@ -267,6 +265,14 @@ OpenModel open_model(const ArgParser& p) {
                              run.timesteps, l.spec.levels);
         }
         m.snn = std::make_shared<SpikingGpt2>(l.base, std::move(l.spec), run);
+        if (!m.placement.device.is_cpu()) {
+            if (m.placement.weights != DType::F32)
+                throw UsageError("--weights-dtype: an SNN directory runs from f32 weights (its exact integer layers need them)");
+            if (run.mode == RunMode::Snn && run.schedule == Schedule::Streaming)
+                fail("{}: --device {}: the streaming schedule runs on the CPU only (use --schedule layerwise)",
+                     m.dir.string(), m.placement.device.str());
+            m.snn = m.snn->to(m.placement.device);
+        }
         m.model = m.snn;
     } else {
         if (p.knows("path") && (p.has("qann") || p.has("schedule") || p.has("timesteps") || p.has("path")))

@@ -201,6 +201,22 @@ void kv_append(int dev, float* kc, float* vc, const float* qkv, int64_t T, int64
     STAC_CUDA_LAUNCHED("kv_append_kernel");
 }
 
+namespace {
+__global__ void split_qkv_kernel(float* q, float* k, float* v, const float* qkv, int64_t T, int64_t C) {
+    STAC_GRID_LOOP(i, T * C) {
+        const int64_t t = i / C, c = i % C;
+        const float* r = qkv + t * 3 * C;
+        q[i] = r[c], k[i] = r[C + c], v[i] = r[2 * C + c];
+    }
+}
+}  // namespace
+
+void split_qkv(int dev, float* q, float* k, float* v, const float* qkv, int64_t T, int64_t C) {
+    if (T * C == 0) return;
+    split_qkv_kernel<<<blocks_for(T * C), kThreads, 0, cuda_stream(dev)>>>(q, k, v, qkv, T, C);
+    STAC_CUDA_LAUNCHED("split_qkv_kernel");
+}
+
 void kv_append_counts(int dev, int8_t* kc, int8_t* vc, const int8_t* nk, const int8_t* nv, int64_t T, int64_t pos0,
                       int64_t H, int64_t D, int64_t cap) {
     if (T == 0) return;
