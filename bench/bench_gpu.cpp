@@ -118,25 +118,33 @@ int main(int argc, char** argv) {
                     m->forward(prompt, *st, LogitRows::Last, logits);
                 },
                 1, repeats);
-            // Decode: after the prompt, one token per forward; each repeat decodes decode_tokens tokens.
-            const auto decode = bench::time_it(
-                [&] {
-                    st->truncate(prompt_tokens);
-                    for (int i = 0; i < decode_tokens; ++i) {
-                        const int32_t id[1] = {int32_t((i * 31 + 7) % V)};
-                        m->forward(id, *st, LogitRows::Last, logits);
-                    }
-                },
-                1, repeats);
-            e2e.push_back({{"model", "gpt2-124M (random weights)"},
-                           {"weights", std::string(dtype_name(dt))},
-                           {"prompt", timing_json(prefill, prompt_tokens, "tokens_per_s")},
-                           {"decode", timing_json(decode, decode_tokens, "tokens_per_s")},
-                           {"prompt_tokens", prompt_tokens},
-                           {"decode_tokens", decode_tokens},
-                           {"decode_context", {prompt_tokens, prompt_tokens + decode_tokens}}});
-            std::fprintf(stderr, "gpt2-124M %s: prompt %.0f tok/s, decode %.1f tok/s\n", std::string(dtype_name(dt)).c_str(),
-                         prompt_tokens / prefill.median, decode_tokens / decode.median);
+            // Decode: after the prompt, one token per forward; each repeat decodes decode_tokens
+            // tokens. With CUDA graphs (the default) and without, to show what the graph saves.
+            json row = {{"model", "gpt2-124M (random weights)"},
+                        {"weights", std::string(dtype_name(dt))},
+                        {"prompt", timing_json(prefill, prompt_tokens, "tokens_per_s")},
+                        {"prompt_tokens", prompt_tokens},
+                        {"decode_tokens", decode_tokens},
+                        {"decode_context", {prompt_tokens, prompt_tokens + decode_tokens}}};
+            for (bool graphs : {true, false}) {
+                m->set_cuda_graphs(graphs);
+                auto sd = m->new_state(prompt_tokens + decode_tokens);
+                m->forward(prompt, *sd, LogitRows::Last, logits);
+                const auto decode = bench::time_it(
+                    [&] {
+                        sd->truncate(prompt_tokens);
+                        for (int i = 0; i < decode_tokens; ++i) {
+                            const int32_t id[1] = {int32_t((i * 31 + 7) % V)};
+                            m->forward(id, *sd, LogitRows::Last, logits);
+                        }
+                    },
+                    1, repeats);
+                row[graphs ? "decode" : "decode_no_graph"] = timing_json(decode, decode_tokens, "tokens_per_s");
+                std::fprintf(stderr, "gpt2-124M %s: prompt %.0f tok/s, decode %.1f tok/s (%s CUDA graph)\n",
+                             std::string(dtype_name(dt)).c_str(), prompt_tokens / prefill.median,
+                             decode_tokens / decode.median, graphs ? "with" : "without");
+            }
+            e2e.push_back(row);
         }
         out["gpt2"] = e2e;
 

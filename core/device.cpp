@@ -56,6 +56,17 @@ void zero_bytes(void* dst, Device dev, size_t bytes) {
 }
 
 void synchronize(Device d) { require_device(d); }
+
+void DeviceGraph::begin_capture(Device d) {
+    require_device(d);
+    if (d.is_cpu()) fail("CUDA graphs: nothing to record on the CPU");
+}
+DeviceGraph DeviceGraph::end_capture(Device d) {
+    require_device(d);
+    fail("CUDA graphs: no capture is active");
+}
+void DeviceGraph::abort_capture(Device) noexcept {}
+void DeviceGraph::launch() const { fail("CUDA graphs: this build of stac has no CUDA support"); }
 #endif
 
 }  // namespace stac

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -58,5 +59,27 @@ void zero_bytes(void* dst, Device dev, size_t bytes);
 // Waits until the device's stream has finished everything queued on it (no-op on the CPU); turns
 // an asynchronous kernel failure into a stac::Error.
 void synchronize(Device d);
+
+// CUDA Graphs: the work queued on a device's stream between begin_capture and end_capture is
+// recorded instead of run, and launch() replays it with one call (the decode step: ~100 kernel
+// launches become one). Device memory allocated while recording stays reserved for the graph
+// until the graph is destroyed, so a replay never touches a block someone else now owns. Work
+// recorded must not depend on host values that change between replays (pass them in device
+// memory) and must not copy from pageable host memory.
+class DeviceGraph {
+public:
+    DeviceGraph() = default;
+    static void begin_capture(Device d);
+    // Ends the recording and instantiates it; on failure the recording is dropped and stac::Error thrown.
+    static DeviceGraph end_capture(Device d);
+    // Ends a recording after an error (nothing is kept); safe to call when none is active.
+    static void abort_capture(Device d) noexcept;
+    void launch() const;  // one replay, queued on the device's stream
+    bool valid() const { return impl_ != nullptr; }
+    void reset() { impl_.reset(); }
+
+private:
+    std::shared_ptr<void> impl_;
+};
 
 }  // namespace stac

@@ -56,6 +56,12 @@ struct Pool {
     // Pinned staging for host-to-device uploads: two buffers, so the CPU fills one while the other copies.
     std::array<void*, 2> staging{};
     std::array<cudaEvent_t, 2> staged{};
+    // Graph recording: blocks handed out while recording belong to the graph until it is
+    // destroyed (graph_refs); a block freed by its tensor meanwhile waits in `orphaned`.
+    bool capturing = false;
+    std::vector<void*>* capture_blocks = nullptr;
+    std::map<void*, int> graph_refs;
+    std::map<void*, size_t> orphaned;  // block -> size class
 };
 
 // Never destroyed: blocks may be returned by static destructors after main, when the runtime may be gone.
@@ -144,6 +150,7 @@ void* cuda_malloc(size_t bytes, int device) {
             p.live[ptr] = cls;
             p.cached -= cls;
             p.in_use += cls;
+            if (p.capturing) p.capture_blocks->push_back(ptr), ++p.graph_refs[ptr];
             return ptr;
         }
     }
@@ -165,6 +172,7 @@ void* cuda_malloc(size_t bytes, int device) {
     p.live[ptr] = cls;
     p.in_use += cls;
     ++p.mallocs;
+    if (p.capturing) p.capture_blocks->push_back(ptr), ++p.graph_refs[ptr];
     return ptr;
 }
 
@@ -174,6 +182,12 @@ void cuda_free(void* ptr, int device) noexcept {
     std::lock_guard<std::mutex> lock(p.mu);
     auto it = p.live.find(ptr);
     if (it == p.live.end()) return;  // not ours
+    if (p.graph_refs.count(ptr)) {  // a graph still replays work on it: hand it back when the graph goes
+        p.orphaned[ptr] = it->second;
+        p.in_use -= it->second;
+        p.live.erase(it);
+        return;
+    }
     // Stream-ordered reuse: all work on this device runs on its one stream, so a later kernel that
     // receives this block runs after every kernel that used it.
     p.free_blocks[it->second].push_back(ptr);
@@ -197,6 +211,106 @@ void cuda_release_cached(int device) {
         for (void* b : blocks) cudaFree(b);
     p.free_blocks.clear();
     p.cached = 0;
+}
+
+namespace {
+
+struct GraphImpl {
+    int device = 0;
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    std::vector<void*> blocks;  // pool blocks the recorded work uses
+    ~GraphImpl() {
+        if (exec) cudaGraphExecDestroy(exec);
+        if (graph) cudaGraphDestroy(graph);
+        release_blocks(device, blocks);
+    }
+    static void release_blocks(int device, const std::vector<void*>& blocks) {
+        Pool& p = pools()[size_t(device)];
+        if (cudaStream_t s = p.stream.load()) cudaStreamSynchronize(s);  // no replay is still running
+        std::lock_guard<std::mutex> lock(p.mu);
+        for (void* b : blocks) {
+            auto r = p.graph_refs.find(b);
+            if (r == p.graph_refs.end() || --r->second > 0) continue;
+            p.graph_refs.erase(r);
+            if (auto o = p.orphaned.find(b); o != p.orphaned.end()) {
+                p.free_blocks[o->second].push_back(b);
+                p.cached += o->second;
+                p.orphaned.erase(o);
+            }
+        }
+    }
+};
+
+std::vector<void*>& capture_list(int device) {
+    static auto* lists = new std::array<std::vector<void*>, kMaxDevices>();
+    return (*lists)[size_t(device)];
+}
+
+}  // namespace
+
+void DeviceGraph::begin_capture(Device d) {
+    if (!d.is_cuda()) throw Error("CUDA graphs: nothing to record on the CPU");
+    cudaStream_t s = cuda_stream(d.index);
+    Pool& p = pool(d.index);
+    {
+        std::lock_guard<std::mutex> lock(p.mu);
+        if (p.capturing) throw Error("CUDA graphs: device " + d.str() + " is already recording");
+        capture_list(d.index).clear();
+        p.capture_blocks = &capture_list(d.index);
+        p.capturing = true;
+    }
+    // Relaxed: the pool may call cudaMalloc while recording (a block reserved for the graph).
+    const cudaError_t err = cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed);
+    if (err != cudaSuccess) {
+        std::lock_guard<std::mutex> lock(p.mu);
+        p.capturing = false;
+        cuda_check(err, "cudaStreamBeginCapture", __FILE__, __LINE__);
+    }
+}
+
+DeviceGraph DeviceGraph::end_capture(Device d) {
+    if (!d.is_cuda()) throw Error("CUDA graphs: nothing to record on the CPU");
+    cudaStream_t s = cuda_stream(d.index);
+    Pool& p = pool(d.index);
+    auto impl = std::make_shared<GraphImpl>();
+    impl->device = d.index;
+    {
+        std::lock_guard<std::mutex> lock(p.mu);
+        impl->blocks = capture_list(d.index);  // the impl now releases them, whatever happens next
+        p.capturing = false;
+        p.capture_blocks = nullptr;
+    }
+    STAC_CUDA_CHECK(cudaStreamEndCapture(s, &impl->graph));
+    STAC_CUDA_CHECK(cudaGraphInstantiate(&impl->exec, impl->graph, 0));
+    DeviceGraph g;
+    g.impl_ = impl;
+    return g;
+}
+
+void DeviceGraph::abort_capture(Device d) noexcept {
+    if (!d.is_cuda() || d.index < 0 || d.index >= kMaxDevices) return;
+    Pool& p = pools()[size_t(d.index)];
+    std::vector<void*> blocks;
+    {
+        std::lock_guard<std::mutex> lock(p.mu);
+        if (!p.capturing) return;
+        blocks = capture_list(d.index);
+        p.capturing = false;
+        p.capture_blocks = nullptr;
+    }
+    if (cudaStream_t s = p.stream.load()) {
+        cudaGraph_t g = nullptr;
+        if (cudaStreamEndCapture(s, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+    }
+    cudaGetLastError();
+    GraphImpl::release_blocks(d.index, blocks);
+}
+
+void DeviceGraph::launch() const {
+    if (!impl_) throw Error("CUDA graphs: launch of an empty graph");
+    auto* g = static_cast<GraphImpl*>(impl_.get());
+    STAC_CUDA_CHECK(cudaGraphLaunch(g->exec, cuda_stream(g->device)));
 }
 
 void synchronize(Device d) {

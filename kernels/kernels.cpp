@@ -1,6 +1,7 @@
 #include "kernels/kernels.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -145,6 +146,63 @@ void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Ten
         fail("attention: scratch of {} floats is smaller than T * (P + T) = {}", scratch.numel(), T * (pos0 + T));
     cpu::attention(out.data<float>(), C, qkv.data<float>(), 3 * C, kc.data<float>(), vc.data<float>(), T, pos0, H, D,
                    cap, scale, scratch.data<float>());
+}
+
+namespace {
+// The CPU reads the step's values; the GPU kernels read them on the device.
+std::array<int32_t, 2> check_step(const Tensor& step, const char* op) {
+    detail::need(step, DType::I32, op, "step");
+    need_shape(step, {2}, op, "step");
+    if (!step.device().is_cpu()) return {0, 0};
+    return {step.data<int32_t>()[0], step.data<int32_t>()[1]};
+}
+}  // namespace
+
+void embedding_at(const Tensor& out, const Tensor& step, const Tensor& wte, const Tensor& wpe) {
+    const auto [id, pos] = check_step(step, "embedding_at");
+    const Device d = same_device("embedding_at", {&out, &step, &wte, &wpe});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {
+            need_f32(out, "embedding_at", "out"), need_weight(wte, "embedding_at", "wte"), need_weight(wpe, "embedding_at", "wpe");
+            need_shape(out, {1, wte.dim(1)}, "embedding_at", "out");
+            return cuda::embedding_at(d.index, mp(out), step.raw_data<int32_t>(), wte.raw(), wpe.raw(), wte.dtype(), wte.dim(1));
+        }
+    const int32_t ids[1] = {id};
+    embedding(out, ids, pos, wte, wpe);
+}
+
+void kv_append_at(const Tensor& kc, const Tensor& vc, const Tensor& qkv, const Tensor& step) {
+    const auto [id, pos] = check_step(step, "kv_append_at");
+    (void)id;
+    const Device d = same_device("kv_append_at", {&kc, &vc, &qkv, &step});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {
+            need_f32(kc, "kv_append_at", "k cache"), need_f32(vc, "kv_append_at", "v cache"), need_f32(qkv, "kv_append_at", "qkv");
+            if (kc.rank() != 3) fail("kv_append_at: k cache {} must be [H, cap, D]", kc.describe());
+            need_shape(vc, kc.shape(), "kv_append_at", "v cache");
+            need_shape(qkv, {1, 3 * kc.dim(0) * kc.dim(2)}, "kv_append_at", "qkv");
+            return cuda::kv_append_at(d.index, mp(kc), mp(vc), fp(qkv), step.raw_data<int32_t>(), kc.dim(0), kc.dim(2), kc.dim(1));
+        }
+    kv_append(kc, vc, qkv, pos);
+}
+
+void attention_at(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, const Tensor& step,
+                  float scale, const Tensor& scratch) {
+    const auto [id, pos] = check_step(step, "attention_at");
+    (void)id;
+    const Device d = same_device("attention_at", {&out, &qkv, &kc, &vc, &step, &scratch});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {
+            need_f32(out, "attention_at", "out"), need_f32(qkv, "attention_at", "qkv");
+            need_f32(kc, "attention_at", "k cache"), need_f32(vc, "attention_at", "v cache");
+            if (kc.rank() != 3) fail("attention_at: k cache {} must be [H, cap, D]", kc.describe());
+            const int64_t H = kc.dim(0), D = kc.dim(2);
+            need_shape(vc, kc.shape(), "attention_at", "v cache");
+            need_shape(qkv, {1, 3 * H * D}, "attention_at", "qkv"), need_shape(out, {1, H * D}, "attention_at", "out");
+            if (D > cuda::kMaxHeadDim) fail("attention_at: head dimension {} exceeds the CUDA kernels' {}", D, cuda::kMaxHeadDim);
+            return cuda::attention_at(d.index, mp(out), fp(qkv), fp(kc), fp(vc), step.raw_data<int32_t>(), H, D, kc.dim(1), scale);
+        }
+    attention(out, qkv, kc, vc, pos, scale, scratch);
 }
 
 void scaled_copy(const Tensor& out, const Tensor& in, float a) {

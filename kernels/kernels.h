@@ -35,6 +35,13 @@ void kv_append(const Tensor& kc, const Tensor& vc, const Tensor& qkv, int64_t po
 // (unused and may be undefined on a GPU, whose kernels keep no [T, L] matrix)
 void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, int64_t pos0, float scale,
                const Tensor& scratch);
+// The decode step with its token and position in a tensor, step: I32 [2] = {id, pos}, on the
+// operands' device, so a recorded CUDA graph replays for every position. The caller has checked
+// the id and position (the GPU cannot throw); otherwise as embedding, kv_append and attention with T = 1.
+void embedding_at(const Tensor& out, const Tensor& step, const Tensor& wte, const Tensor& wpe);
+void kv_append_at(const Tensor& kc, const Tensor& vc, const Tensor& qkv, const Tensor& step);
+void attention_at(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, const Tensor& step,
+                  float scale, const Tensor& scratch);
 // out = a * in, same shape
 void scaled_copy(const Tensor& out, const Tensor& in, float a);
 // A running sum kept in double: sum: F64 += inc: F32, then value = float(sum) (F32), all one shape.

@@ -1,6 +1,9 @@
 #include "models/gpt2.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
 #include <map>
 #include <set>
 
@@ -336,6 +339,7 @@ void Gpt2State::reserve(int64_t rows) {
 // ---------------------------------------------------------------- model
 
 Gpt2Model::Gpt2Model(Gpt2Config cfg, Gpt2Weights w) : cfg_(std::move(cfg)), w_(std::move(w)) {
+    if (const char* g = std::getenv("STAC_CUDA_GRAPHS"); g && std::string_view(g) == "0") cuda_graphs_ = false;
     info_.architecture = "gpt2";
     info_.vocab_size = cfg_.vocab_size;
     info_.n_positions = cfg_.n_positions;
@@ -355,7 +359,9 @@ std::unique_ptr<Gpt2Model> Gpt2Model::load(const fs::path& dir) {
 }
 
 std::unique_ptr<Gpt2Model> Gpt2Model::to(const Placement& where) const {
-    return std::make_unique<Gpt2Model>(cfg_, w_.to(where.device, where.weights));
+    auto m = std::make_unique<Gpt2Model>(cfg_, w_.to(where.device, where.weights));
+    m->cuda_graphs_ = cuda_graphs_;
+    return m;
 }
 
 std::unique_ptr<ModelState> Gpt2Model::new_state(int64_t capacity) const {
@@ -371,19 +377,69 @@ void Gpt2Model::forward(std::span<const int32_t> ids, ModelState& state, LogitRo
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
     check_forward_args(info_, ids, P, st->capacity(), rows, logits, "gpt2");
     st->reserve(T);
+    const Device dev = device();
+    // Logits for a host tensor are computed on the device and copied once at the end.
+    const Tensor out = R == 0 || logits.device() == dev ? logits : st->logits.slice_rows(0, R);
 
+    if (dev.is_cuda() && T == 1 && cuda_graphs_ && !st->graph_failed) {
+        const int32_t host_step[2] = {ids[0], int32_t(P)};
+        if (!st->step.defined()) st->step = Tensor::empty({2}, DType::I32, dev);
+        copy_bytes(st->step.raw(), dev, host_step, Device::cpu(), sizeof(host_step));
+        const bool stale = !st->decode_graph.valid() || st->graph_rows != R || st->graph_reserved != st->reserved_rows ||
+                           st->graph_out != out.raw();
+        if (st->decode_steps == 0) {
+            run(*st, ids, P, R, out, true);  // warm-up: cuBLAS and the pool set up outside any recording
+        } else {
+            if (stale) {
+                st->decode_graph.reset();
+                try {
+                    DeviceGraph::begin_capture(dev);
+                    run(*st, ids, P, R, out, true);
+                    st->decode_graph = DeviceGraph::end_capture(dev);
+                    st->graph_rows = R, st->graph_reserved = st->reserved_rows, st->graph_out = out.raw();
+                } catch (const Error& e) {
+                    DeviceGraph::abort_capture(dev);
+                    st->graph_failed = true;
+                    std::fprintf(stderr, "stac: recording the decode step as a CUDA graph failed (%s); decoding without graphs\n",
+                                 e.what());
+                    run(*st, ids, P, R, out, true);
+                }
+            }
+            if (st->decode_graph.valid() && !st->graph_failed) {
+                st->decode_graph.launch();
+                ++st->graph_replays;
+            }
+        }
+        ++st->decode_steps;
+    } else {
+        run(*st, ids, P, R, out, false);
+    }
+    st->length_ = P + T;
+    if (R > 0 && out.raw() != logits.raw()) copy_bytes(logits.raw(), logits.device(), out.raw(), out.device(), out.nbytes());
+}
+
+void Gpt2Model::run(Gpt2State& st, std::span<const int32_t> ids, int64_t P, int64_t R, const Tensor& out,
+                    bool at_step) const {
+    const int64_t T = int64_t(ids.size());
     // x: [T, C] residual stream; h: [T, C] normalised / projected; qkv: [T, 3C]; att: [T, C]; mlp: [T, I]
-    const Tensor x = st->x.slice_rows(0, T), h = st->h.slice_rows(0, T), qkv = st->qkv.slice_rows(0, T),
-                 att = st->att.slice_rows(0, T), mlp = st->mlp.slice_rows(0, T);
+    const Tensor x = st.x.slice_rows(0, T), h = st.h.slice_rows(0, T), qkv = st.qkv.slice_rows(0, T),
+                 att = st.att.slice_rows(0, T), mlp = st.mlp.slice_rows(0, T);
     // Each residual add is fused into the LayerNorm that follows it (x += h; h = ln(x)).
     const float eps = cfg_.layer_norm_epsilon;
-    kernels::embedding(x, ids, P, w_.wte, w_.wpe);
+    if (at_step) kernels::embedding_at(x, st.step, w_.wte, w_.wpe);
+    else kernels::embedding(x, ids, P, w_.wte, w_.wpe);
     kernels::layernorm(h, x, w_.layers[0].ln1_g, w_.layers[0].ln1_b, eps);
     for (int64_t l = 0; l < cfg_.n_layer; ++l) {
         const Gpt2Layer& L = w_.layers[size_t(l)];
+        const Tensor &kc = st.k[size_t(l)], &vc = st.v[size_t(l)];
         kernels::linear(qkv, h, L.attn_w, L.attn_b);
-        kernels::kv_append(st->k[size_t(l)], st->v[size_t(l)], qkv, P);
-        kernels::attention(att, qkv, st->k[size_t(l)], st->v[size_t(l)], P, cfg_.attn_scale(l), st->scores);
+        if (at_step) {
+            kernels::kv_append_at(kc, vc, qkv, st.step);
+            kernels::attention_at(att, qkv, kc, vc, st.step, cfg_.attn_scale(l), st.scores);
+        } else {
+            kernels::kv_append(kc, vc, qkv, P);
+            kernels::attention(att, qkv, kc, vc, P, cfg_.attn_scale(l), st.scores);
+        }
         kernels::linear(h, att, L.proj_w, L.proj_b);
         kernels::add_layernorm(x, h, h, L.ln2_g, L.ln2_b, eps);
         kernels::linear_activation(mlp, h, L.fc_w, L.fc_b, cfg_.activation);
@@ -395,19 +451,11 @@ void Gpt2Model::forward(std::span<const int32_t> ids, ModelState& state, LogitRo
             kernels::add(x, h);
         }
     }
-    st->length_ = P + T;
     if (R == 0) return;
     // Final LayerNorm and head only for the rows that need logits.
     const Tensor xr = x.slice_rows(T - R, T), hr = h.slice_rows(0, R);
     kernels::layernorm(hr, xr, w_.lnf_g, w_.lnf_b, eps);
-    if (logits.device() == device()) {
-        kernels::matmul_nt(logits, hr, w_.lm_head);
-        return;
-    }
-    // A GPU model writing host logits: the head runs on the device, then one copy (which waits).
-    const Tensor lr = st->logits.slice_rows(0, R);
-    kernels::matmul_nt(lr, hr, w_.lm_head);
-    copy_bytes(logits.raw(), logits.device(), lr.raw(), lr.device(), lr.nbytes());
+    kernels::matmul_nt(out, hr, w_.lm_head);
 }
 
 }  // namespace stac

@@ -91,6 +91,17 @@ public:
     int64_t reserved_rows = 0;
     int64_t length_ = 0;
 
+    // A GPU model's single-token forward (the decode step) is recorded once as a CUDA graph and
+    // replayed for every later token; its token id and position travel in `step` (I32 [2] on the
+    // device). Recorded again when the buffers it uses change.
+    Tensor step;
+    DeviceGraph decode_graph;
+    int64_t graph_rows = -1, graph_reserved = -1;
+    const void* graph_out = nullptr;
+    int64_t decode_steps = 0;   // single-token forwards so far (the first runs without a graph)
+    int64_t graph_replays = 0;  // ... of which replayed from the graph
+    bool graph_failed = false;  // recording failed once: decode without graphs
+
 private:
     const Gpt2Config* cfg_;
     int64_t capacity_;
@@ -106,6 +117,10 @@ public:
     // naming the device when it is missing, busy or not compiled in.
     std::unique_ptr<Gpt2Model> to(const Placement& where) const;
     Device device() const { return w_.device(); }
+    // On a GPU, replay the decode step from a CUDA graph (default: on, unless the environment sets
+    // STAC_CUDA_GRAPHS=0). Results are the same either way; bench_gpu measures both.
+    void set_cuda_graphs(bool on) { cuda_graphs_ = on; }
+    bool cuda_graphs() const { return cuda_graphs_; }
 
     const ModelInfo& info() const override { return info_; }
     std::unique_ptr<ModelState> new_state(int64_t capacity = 0) const override;
@@ -115,9 +130,14 @@ public:
     const Gpt2Weights& weights() const { return w_; }
 
 private:
+    // The layers and head for T tokens at positions P..; logits of the last R rows into `out` (on
+    // the model's device). at_step: the single-token variants reading {id, pos} from st.step.
+    void run(Gpt2State& st, std::span<const int32_t> ids, int64_t P, int64_t R, const Tensor& out, bool at_step) const;
+
     Gpt2Config cfg_;
     Gpt2Weights w_;
     ModelInfo info_;
+    bool cuda_graphs_ = true;
 };
 
 }  // namespace stac

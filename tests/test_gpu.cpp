@@ -453,6 +453,50 @@ TEST_SUITE("gpu") {
         CHECK_THROWS_WITH_AS(cpu_model->to({Device::cpu(), DType::F16}), doctest::Contains("need --device cuda"), Error);
     }
 
+    TEST_CASE("gpu: the decode step replayed from a CUDA graph equals the step run kernel by kernel") {
+        STAC_REQUIRE_GPU();
+        const auto host = Gpt2Model::load(stac::test::gpt2_fixture("tiny-gelu-f32"));
+        const int64_t V = host->info().vocab_size;
+        for (DType dt : {DType::F32, DType::BF16}) {
+            CAPTURE(int(dt));
+            auto m = host->to({kGpu, dt});
+            auto sa = m->new_state(), sb = m->new_state();
+            const std::vector<int32_t> prompt = {3, 1, 4, 1, 5};
+            Tensor la = Tensor::empty({1, V}, DType::F32), lb = Tensor::empty({1, V}, DType::F32);
+            m->forward(prompt, *sa, LogitRows::Last, la);
+            m->forward(prompt, *sb, LogitRows::Last, lb);
+            for (int i = 0; i < 12; ++i) {
+                const int32_t tok[1] = {int32_t((i * 7 + 2) % V)};
+                m->set_cuda_graphs(true);
+                m->forward(tok, *sa, LogitRows::Last, la);
+                m->set_cuda_graphs(false);
+                m->forward(tok, *sb, LogitRows::Last, lb);
+                CHECK(same_bytes(la, lb));
+            }
+            const auto& ga = dynamic_cast<const Gpt2State&>(*sa);
+            CHECK(!ga.graph_failed);
+            CHECK(ga.graph_replays == 11);  // every single-token step after the first (the warm-up)
+            // A longer chunk grows the buffers: the graph is recorded again and still agrees.
+            const std::vector<int32_t> chunk(40, 9);
+            m->set_cuda_graphs(true);
+            auto sc = m->new_state(), sd = m->new_state();
+            m->forward(prompt, *sc, LogitRows::Last, la);
+            const int32_t t1[1] = {8};
+            m->forward(t1, *sc, LogitRows::Last, la);
+            m->forward(t1, *sc, LogitRows::Last, la);
+            m->forward(chunk, *sc, LogitRows::Last, la);
+            m->forward(t1, *sc, LogitRows::Last, la);
+            m->set_cuda_graphs(false);
+            m->forward(prompt, *sd, LogitRows::Last, lb);
+            m->forward(t1, *sd, LogitRows::Last, lb);
+            m->forward(t1, *sd, LogitRows::Last, lb);
+            m->forward(chunk, *sd, LogitRows::Last, lb);
+            m->forward(t1, *sd, LogitRows::Last, lb);
+            CHECK(same_bytes(la, lb));
+            CHECK(dynamic_cast<const Gpt2State&>(*sc).graph_replays == 2);
+        }
+    }
+
     TEST_CASE("gpu: the decode loop allocates nothing once warm") {
         STAC_REQUIRE_GPU();
         const auto m = load_language_model(stac::test::gpt2_fixture("tiny-gelu-f32"), {kGpu, DType::F32});

@@ -215,3 +215,31 @@ TEST_CASE("kernels: f16/bf16 weights are refused on the CPU with a clear message
     Tensor x = Tensor::zeros({1, 4}, DType::F32), w = Tensor::zeros({4, 4}, DType::F16), out = Tensor::empty({1, 4}, DType::F32);
     CHECK_THROWS_WITH_AS(kernels::linear(out, x, w, Tensor()), doctest::Contains("expected F32"), Error);
 }
+
+TEST_CASE("kernels: the decode-step ops reading {id, pos} from a tensor equal the plain ones") {
+    const int64_t V = 30, NP = 16, H = 2, D = 4, C = H * D, cap = 16, P = 6;
+    auto make = [](Shape s, uint64_t seed) {
+        Tensor t = Tensor::empty(s, DType::F32);
+        const auto v = random_floats(size_t(t.numel()), seed);
+        std::copy(v.begin(), v.end(), t.data<float>());
+        return t;
+    };
+    const Tensor wte = make({V, C}, 70), wpe = make({NP, C}, 71), qkv = make({1, 3 * C}, 72);
+    Tensor step = Tensor::empty({2}, DType::I32);
+    step.data<int32_t>()[0] = 17, step.data<int32_t>()[1] = int32_t(P);
+    Tensor a = Tensor::empty({1, C}, DType::F32), b = Tensor::empty({1, C}, DType::F32);
+    const int32_t id[1] = {17};
+    kernels::embedding_at(a, step, wte, wpe);
+    kernels::embedding(b, id, P, wte, wpe);
+    CHECK(std::equal(a.data<float>(), a.data<float>() + C, b.data<float>()));
+    Tensor k1 = make({H, cap, D}, 73), v1 = make({H, cap, D}, 74), k2 = k1.clone(), v2 = v1.clone();
+    kernels::kv_append_at(k1, v1, qkv, step);
+    kernels::kv_append(k2, v2, qkv, P);
+    CHECK(std::equal(k1.data<float>(), k1.data<float>() + k1.numel(), k2.data<float>()));
+    CHECK(std::equal(v1.data<float>(), v1.data<float>() + v1.numel(), v2.data<float>()));
+    Tensor scratch = Tensor::empty({P + 1}, DType::F32);
+    kernels::attention_at(a, qkv, k1, v1, step, 0.5f, scratch);
+    kernels::attention(b, qkv, k2, v2, P, 0.5f, scratch);
+    CHECK(std::equal(a.data<float>(), a.data<float>() + C, b.data<float>()));
+    CHECK_THROWS_WITH_AS(kernels::embedding_at(a, Tensor::empty({3}, DType::I32), wte, wpe), doctest::Contains("step"), Error);
+}

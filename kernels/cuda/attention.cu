@@ -106,9 +106,11 @@ __global__ void __launch_bounds__(kPWarps * 32) attention_prefill_kernel(
 constexpr int kDWarps = 4, kChunk = kDWarps * 32;  // keys per block: one per thread
 
 // part: [T, H, splits, D + 2] = (m, l, sum_j exp(s_j - m) v_j)
+// pos_at: if not null, P is read from it (a CUDA graph's decode step; T = 1).
 __global__ void __launch_bounds__(kDWarps * 32) attention_split_kernel(
     float* part, const float* q, int64_t ldq, const float* kc, const float* vc, int P, int D, int cap, float scale,
-    int splits) {
+    int splits, const int32_t* pos_at) {
+    if (pos_at) P = *pos_at;
     __shared__ float qs[kMaxD];
     __shared__ float wm[kDWarps], wl[kDWarps];
     __shared__ float wacc[kDWarps][kMaxD];
@@ -264,11 +266,26 @@ void attention(int dev, float* out, int64_t ldo, const float* q, int64_t ldq, co
     const int splits = int((P + T + kChunk - 1) / kChunk);
     Tensor part = temp(T * H * splits * (D + 2), DType::F32, dev);
     attention_split_kernel<<<dim3(unsigned(H), unsigned(T), unsigned(splits)), kDWarps * 32, 0, s>>>(
-        part.raw_data<float>(), q, ldq, kc, vc, int(P), int(D), int(cap), scale, splits);
+        part.raw_data<float>(), q, ldq, kc, vc, int(P), int(D), int(cap), scale, splits, nullptr);
     STAC_CUDA_LAUNCHED("attention_split_kernel");
     attention_combine_kernel<<<dim3(unsigned(H), unsigned(T)), 128, 0, s>>>(out, ldo, part.raw_data<float>(), int(D),
                                                                            splits);
     STAC_CUDA_LAUNCHED("attention_combine_kernel");
+}
+
+void attention_at(int dev, float* out, const float* q, const float* kc, const float* vc, const int32_t* step,
+                  int64_t H, int64_t D, int64_t cap, float scale) {
+    if (D > kMaxHeadDim)
+        throw Error("CUDA attention: head dimension " + std::to_string(D) + " exceeds " + std::to_string(kMaxHeadDim));
+    cudaStream_t s = cuda_stream(dev);
+    const int splits = int((cap + kChunk - 1) / kChunk);
+    const int64_t C = H * D;
+    Tensor part = temp(H * splits * (D + 2), DType::F32, dev);
+    attention_split_kernel<<<dim3(unsigned(H), 1, unsigned(splits)), kDWarps * 32, 0, s>>>(
+        part.raw_data<float>(), q, 3 * C, kc, vc, 0, int(D), int(cap), scale, splits, step + 1);
+    STAC_CUDA_LAUNCHED("attention_split_kernel (graph step)");
+    attention_combine_kernel<<<dim3(unsigned(H), 1), 128, 0, s>>>(out, C, part.raw_data<float>(), int(D), splits);
+    STAC_CUDA_LAUNCHED("attention_combine_kernel (graph step)");
 }
 
 void attention_scores(int dev, float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P,

@@ -65,9 +65,11 @@ __global__ void td_emit_kernel(float* emitted, const float* y, float* prev, int6
     }
 }
 
+// pos_at: if not null, pos0 is read from it (a CUDA graph's decode step).
 template <typename W>
 __global__ void embedding_kernel(float* out, const int32_t* ids, int64_t T, int64_t pos0, const W* wte, const W* wpe,
-                                 int64_t C) {
+                                 int64_t C, const int32_t* pos_at) {
+    if (pos_at) pos0 = *pos_at;
     STAC_GRID_LOOP(i, T * C) {
         const int64_t t = i / C, c = i % C;
         out[i] = load_w(wte, int64_t(ids[t]) * C + c) + load_w(wpe, (pos0 + t) * C + c);
@@ -77,7 +79,8 @@ __global__ void embedding_kernel(float* out, const int32_t* ids, int64_t T, int6
 // qkv: [T, 3C] -> kc, vc: [H, cap, D] rows pos0..pos0+T-1; one thread per (t, c) of K and of V.
 template <typename E>
 __global__ void kv_append_kernel(E* kc, E* vc, const E* k, const E* v, int64_t ld, int64_t T, int64_t pos0, int64_t H,
-                                 int64_t D, int64_t cap) {
+                                 int64_t D, int64_t cap, const int32_t* pos_at) {
+    if (pos_at) pos0 = *pos_at;
     const int64_t C = H * D;
     STAC_GRID_LOOP(i, T * C) {
         const int64_t t = i / C, c = i % C, h = c / D, d = c % D;
@@ -187,9 +190,26 @@ void embedding(int dev, float* out, const int32_t* host_ids, int64_t T, int64_t 
     with_weight_type(wdt, [&](auto tag) {
         using W = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
         embedding_kernel<W><<<blocks_for(T * C), kThreads, 0, cuda_stream(dev)>>>(
-            out, ids.raw_data<int32_t>(), T, pos0, static_cast<const W*>(wte), static_cast<const W*>(wpe), C);
+            out, ids.raw_data<int32_t>(), T, pos0, static_cast<const W*>(wte), static_cast<const W*>(wpe), C, nullptr);
     });
     STAC_CUDA_LAUNCHED("embedding_kernel");
+}
+
+void embedding_at(int dev, float* out, const int32_t* step, const void* wte, const void* wpe, DType wdt, int64_t C) {
+    with_weight_type(wdt, [&](auto tag) {
+        using W = std::remove_const_t<std::remove_pointer_t<decltype(tag)>>;
+        embedding_kernel<W><<<blocks_for(C), kThreads, 0, cuda_stream(dev)>>>(
+            out, step, 1, 0, static_cast<const W*>(wte), static_cast<const W*>(wpe), C, step + 1);
+    });
+    STAC_CUDA_LAUNCHED("embedding_kernel (graph step)");
+}
+
+void kv_append_at(int dev, float* kc, float* vc, const float* qkv, const int32_t* step, int64_t H, int64_t D,
+                  int64_t cap) {
+    const int64_t C = H * D;
+    kv_append_kernel<float><<<blocks_for(C), kThreads, 0, cuda_stream(dev)>>>(kc, vc, qkv + C, qkv + 2 * C, 3 * C, 1, 0,
+                                                                              H, D, cap, step + 1);
+    STAC_CUDA_LAUNCHED("kv_append_kernel (graph step)");
 }
 
 void kv_append(int dev, float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D,
@@ -197,7 +217,7 @@ void kv_append(int dev, float* kc, float* vc, const float* qkv, int64_t T, int64
     if (T == 0) return;
     const int64_t C = H * D;
     kv_append_kernel<float><<<blocks_for(T * C), kThreads, 0, cuda_stream(dev)>>>(kc, vc, qkv + C, qkv + 2 * C, 3 * C, T,
-                                                                                  pos0, H, D, cap);
+                                                                                  pos0, H, D, cap, nullptr);
     STAC_CUDA_LAUNCHED("kv_append_kernel");
 }
 
@@ -222,7 +242,8 @@ void kv_append_counts(int dev, int8_t* kc, int8_t* vc, const int8_t* nk, const i
     if (T == 0) return;
     // The count caches have the same layout; nk and nv are separate [T, C] arrays (ld = C).
     const int64_t C = H * D;
-    kv_append_kernel<int8_t><<<blocks_for(T * C), kThreads, 0, cuda_stream(dev)>>>(kc, vc, nk, nv, C, T, pos0, H, D, cap);
+    kv_append_kernel<int8_t><<<blocks_for(T * C), kThreads, 0, cuda_stream(dev)>>>(kc, vc, nk, nv, C, T, pos0, H, D, cap,
+                                                                                   nullptr);
     STAC_CUDA_LAUNCHED("kv_append_counts_kernel");
 }
 

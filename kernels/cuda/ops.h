@@ -38,6 +38,16 @@ void split_qkv(int dev, float* q, float* k, float* v, const float* qkv, int64_t 
 void kv_append(int dev, float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D,
                int64_t cap);
 
+// Decode-step variants for CUDA graphs: the token id and its position come from device memory,
+// step = {id, pos} (I32), so one recorded graph serves every position. The caller checks them.
+void embedding_at(int dev, float* out, const int32_t* step, const void* wte, const void* wpe, DType wdt, int64_t C);
+void kv_append_at(int dev, float* kc, float* vc, const float* qkv, const int32_t* step, int64_t H, int64_t D,
+                  int64_t cap);
+// One query at position step[1] over the cache rows [0, step[1]]; the grid covers the whole
+// capacity (chunks past the position finish at once).
+void attention_at(int dev, float* out, const float* q, const float* kc, const float* vc, const int32_t* step,
+                  int64_t H, int64_t D, int64_t cap, float scale);
+
 // Which attention kernel runs: Auto picks split-cache decode for T == 1 and the tiled prefill
 // kernel otherwise; tests force each on every shape.
 enum class AttentionKernel { Auto, Prefill, Decode };
