@@ -330,12 +330,8 @@ void SpikingGpt2::forward(std::span<const int32_t> ids, ModelState& state, Logit
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
     check_forward_args(info(), ids, P, st->capacity(), rows, logits, "spiking");
     if (st->device() != device()) fail("spiking forward: the state is on {}, the model on {}", st->device().str(), device().str());
-    if (!device().is_cpu()) {
-        if (run_.mode == RunMode::Snn && run_.schedule == Schedule::Streaming)
-            fail("spiking model on {}: the streaming schedule runs on the CPU only (use the layer-wise schedule)",
-                 device().str());
-        if (observer_) fail("spiking model on {}: site observers (calibration) run on the CPU only", device().str());
-    }
+    if (!device().is_cpu() && observer_)
+        fail("spiking model on {}: site observers (calibration) run on the CPU only", device().str());
     if (run_.mode == RunMode::Snn && run_.schedule == Schedule::Streaming) forward_streaming(ids, *st, rows, logits);
     else forward_layerwise(ids, *st, rows, logits);
     if (run_.mode == RunMode::Snn) {
@@ -566,7 +562,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
     auto B = [&](const Shape& shape, DType dt, int64_t reserve = 0) { return st.buf(slot++, shape, dt, reserve); };
     auto Z = [&](const Shape& shape, DType dt, int64_t reserve = 0) {
         Tensor t = B(shape, dt, reserve);
-        std::memset(t.raw(), 0, t.nbytes());
+        zero_bytes(t.raw(), t.device(), t.nbytes());
         return t;
     };
     struct Neurons {
@@ -574,8 +570,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
     };
     auto neurons = [&](const Shape& shape, int64_t reserve = 0) {
         Neurons x{B(shape, DType::F64, reserve), Z(shape, DType::I32, reserve), B(shape, DType::I8, reserve)};
-        double* v = x.v.data<double>();
-        for (int64_t i = 0; i < x.v.numel(); ++i) v[i] = 0.5;  // half a threshold, as the layer-wise neuron
+        kernels::fill(x.v, 0.5);  // half a threshold, as the layer-wise neuron
         return x;
     };
     struct LayerState {
@@ -657,12 +652,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
             kernels::layernorm(x.y1, x.x1, w.ln1_g, w.ln1_b, cfg.layer_norm_epsilon);
             kernels::td_emit(e, x.y1, x.p1);
             site_step(l, SiteKind::AttnIn, x.a, e, w.attn_w, x.b_attn, ex.attn, qkv_inc, first);
-            const float* src = qkv_inc.data<float>();
-            for (int64_t t = 0; t < T; ++t) {
-                std::memcpy(qi.data<float>() + t * C, src + t * 3 * C, size_t(C) * 4);
-                std::memcpy(ki.data<float>() + t * C, src + t * 3 * C + C, size_t(C) * 4);
-                std::memcpy(vi.data<float>() + t * C, src + t * 3 * C + 2 * C, size_t(C) * 4);
-            }
+            kernels::split_qkv(qi, ki, vi, qkv_inc);
             const int64_t eq = attn_site(l, SiteKind::Q, x.q, qi, first);
             const int64_t ek = attn_site(l, SiteKind::K, x.k, ki, first);
             const int64_t ev = attn_site(l, SiteKind::V, x.v, vi, first);

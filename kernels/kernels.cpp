@@ -205,6 +205,19 @@ void attention_at(const Tensor& out, const Tensor& qkv, const Tensor& kc, const 
     attention(out, qkv, kc, vc, pos, scale, scratch);
 }
 
+void fill(const Tensor& x, double value) {
+    if (!x.defined()) fail("fill: x is undefined");
+    const DType dt = x.dtype();
+    if (dt != DType::F32 && dt != DType::F64 && dt != DType::I32) fail("fill: x is {}, expected F32, F64 or I32", x.describe());
+    const Device d = same_device("fill", {&x});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::fill(d.index, x.raw(), dt, x.numel(), value);
+    const int64_t n = x.numel();
+    if (dt == DType::F32) std::fill_n(x.data<float>(), n, float(value));
+    else if (dt == DType::F64) std::fill_n(x.data<double>(), n, value);
+    else std::fill_n(x.data<int32_t>(), n, int32_t(value));
+}
+
 void scaled_copy(const Tensor& out, const Tensor& in, float a) {
     need_f32(out, "scaled_copy", "out"), need_f32(in, "scaled_copy", "in");
     need_shape(out, in.shape(), "scaled_copy", "out");

@@ -42,6 +42,8 @@ void embedding_at(const Tensor& out, const Tensor& step, const Tensor& wte, cons
 void kv_append_at(const Tensor& kc, const Tensor& vc, const Tensor& qkv, const Tensor& step);
 void attention_at(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Tensor& vc, const Tensor& step,
                   float scale, const Tensor& scratch);
+// every element of x (F32, F64 or I32) = value
+void fill(const Tensor& x, double value);
 // out = a * in, same shape
 void scaled_copy(const Tensor& out, const Tensor& in, float a);
 // A running sum kept in double: sum: F64 += inc: F32, then value = float(sum) (F32), all one shape.

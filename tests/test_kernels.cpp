@@ -1,6 +1,7 @@
 // kernels: every fast CPU op against the plain reference loops (kernels/cpu/reference.h).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -242,4 +243,13 @@ TEST_CASE("kernels: the decode-step ops reading {id, pos} from a tensor equal th
     kernels::attention(b, qkv, k2, v2, P, 0.5f, scratch);
     CHECK(std::equal(a.data<float>(), a.data<float>() + C, b.data<float>()));
     CHECK_THROWS_WITH_AS(kernels::embedding_at(a, Tensor::empty({3}, DType::I32), wte, wpe), doctest::Contains("step"), Error);
+}
+
+TEST_CASE("kernels: fill sets every element, F32, F64 and I32") {
+    Tensor a = Tensor::empty({7}, DType::F32), b = Tensor::empty({3, 2}, DType::F64), c = Tensor::empty({5}, DType::I32);
+    kernels::fill(a, 0.25), kernels::fill(b, 0.5), kernels::fill(c, -3);
+    CHECK(std::all_of(a.data<float>(), a.data<float>() + 7, [](float x) { return x == 0.25f; }));
+    CHECK(std::all_of(b.data<double>(), b.data<double>() + 6, [](double x) { return x == 0.5; }));
+    CHECK(std::all_of(c.data<int32_t>(), c.data<int32_t>() + 5, [](int32_t x) { return x == -3; }));
+    CHECK_THROWS_WITH_AS(kernels::fill(Tensor::empty({2}, DType::I8), 1), doctest::Contains("expected F32, F64 or I32"), Error);
 }

@@ -150,7 +150,7 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
 
 void add_model_option(ArgParser& p) {
     p.option("model", "DIR", "model or SNN directory (Hugging Face GPT-2 layout; default: $STAC_MODEL, else the bundled model)");
-    p.option("device", "cpu|cuda[:N]", "where the model runs (a GPU needs a CUDA build; on a GPU SNN directories run the layer-wise schedule; convert, eval, demo and test-conversation run on the CPU)", "cpu");
+    p.option("device", "cpu|cuda[:N]", "where the model runs (a GPU needs a CUDA build; convert, eval, demo and test-conversation run on the CPU)", "cpu");
     p.option("weights-dtype", "f32|f16|bf16", "on a GPU: dtype of the weight matrices (f32 accumulation either way)", "f32");
 }
 
@@ -268,9 +268,6 @@ OpenModel open_model(const ArgParser& p) {
         if (!m.placement.device.is_cpu()) {
             if (m.placement.weights != DType::F32)
                 throw UsageError("--weights-dtype: an SNN directory runs from f32 weights (its exact integer layers need them)");
-            if (run.mode == RunMode::Snn && run.schedule == Schedule::Streaming)
-                fail("{}: --device {}: the streaming schedule runs on the CPU only (use --schedule layerwise)",
-                     m.dir.string(), m.placement.device.str());
             m.snn = m.snn->to(m.placement.device);
         }
         m.model = m.snn;

@@ -164,6 +164,23 @@ void add(int dev, float* x, const float* y, int64_t n) {
     STAC_CUDA_LAUNCHED("add_kernel");
 }
 
+namespace {
+template <typename E>
+__global__ void fill_kernel(E* x, int64_t n, E value) {
+    STAC_GRID_LOOP(i, n) x[i] = value;
+}
+}  // namespace
+
+void fill(int dev, void* x, DType dt, int64_t n, double value) {
+    if (n == 0) return;
+    cudaStream_t s = cuda_stream(dev);
+    if (dt == DType::F32) fill_kernel<float><<<blocks_for(n), kThreads, 0, s>>>(static_cast<float*>(x), n, float(value));
+    else if (dt == DType::F64) fill_kernel<double><<<blocks_for(n), kThreads, 0, s>>>(static_cast<double*>(x), n, value);
+    else if (dt == DType::I32) fill_kernel<int32_t><<<blocks_for(n), kThreads, 0, s>>>(static_cast<int32_t*>(x), n, int32_t(value));
+    else throw Error("CUDA fill: unsupported dtype");
+    STAC_CUDA_LAUNCHED("fill_kernel");
+}
+
 void scaled_copy(int dev, float* out, const float* in, int64_t n, float a) {
     if (n == 0) return;
     scaled_copy_kernel<<<blocks_for(n), kThreads, 0, cuda_stream(dev)>>>(out, in, n, a);

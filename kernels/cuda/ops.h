@@ -27,6 +27,8 @@ void add_layernorm(int dev, float* x, const float* y, float* out, const float* g
                    int64_t C, float eps);
 void activation(int dev, float* x, int64_t n, Activation act);
 void add(int dev, float* x, const float* y, int64_t n);
+// x[n] of dtype dt (F32, F64, I32) = value
+void fill(int dev, void* x, DType dt, int64_t n, double value);
 void scaled_copy(int dev, float* out, const float* in, int64_t n, float a);
 void accumulate(int dev, double* sum, const float* inc, float* value, int64_t n);
 void td_emit(int dev, float* emitted, const float* y, float* prev, int64_t n);
