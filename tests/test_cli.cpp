@@ -179,6 +179,9 @@ TEST_CASE("cli: --device cuda runs on a GPU, or fails clearly (exit 1) where the
             CHECK(r.err.find(cuda_compiled() ? "device cuda:0: no CUDA GPU is available" : "no CUDA support") != std::string::npos);
             CHECK(r.out.empty());
         }
+        r = run_stac({"eval", "--model", m, "--device", "cuda:0"});
+        CHECK(r.rc == 1);
+        CHECK(r.err.find("cuda:0") != std::string::npos);
     } else {
         // The GPU's logits agree with the CPU's (the JSON prints them; compare the greedy ids).
         const CliRun c = run_stac({"logits", "--model", m, "--ids", "1,2,3,4"});

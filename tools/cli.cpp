@@ -150,7 +150,7 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
 
 void add_model_option(ArgParser& p) {
     p.option("model", "DIR", "model or SNN directory (Hugging Face GPT-2 layout; default: $STAC_MODEL, else the bundled model)");
-    p.option("device", "cpu|cuda[:N]", "where the model runs (a GPU needs a CUDA build; convert, eval, demo and test-conversation run on the CPU)", "cpu");
+    p.option("device", "cpu|cuda[:N]", "where the model runs (a GPU needs a CUDA build; convert, demo and test-conversation run on the CPU)", "cpu");
     p.option("weights-dtype", "f32|f16|bf16", "on a GPU: dtype of the weight matrices (f32 accumulation either way)", "f32");
 }
 
@@ -175,7 +175,7 @@ Placement placement_from(const ArgParser& p) {
 void require_cpu(const ArgParser& p, const char* command) {
     const Placement where = placement_from(p);
     if (!where.device.is_cpu())
-        fail("--device {}: {} runs on the CPU only so far (on a GPU: generate, chat, logits, inspect)",
+        fail("--device {}: {} runs on the CPU only so far (on a GPU: generate, chat, logits, inspect, eval)",
              where.device.str(), command);
 }
 

@@ -42,6 +42,26 @@ say "bench_gpu"
 timeout 90 "$build/bench_gpu" > "$out/bench_gpu.json" 2> "$out/bench_gpu.log" \
   && say "bench_gpu done" || { status=1; say "bench_gpu FAILED (see bench_gpu.log)"; }
 cat "$out/bench_gpu.log" | tee -a "$out/summary.txt"
+say "stac on the GPU (bundled model): generate, chat, eval of a simplified SNN"
+{
+  set -e
+  stac="$build/stac"
+  tmp=$(mktemp -d)
+  echo "== generate --device cuda (greedy) vs --device cpu"
+  g=$(timeout 60 "$stac" generate --device cuda --prompt "The meaning of life is" --max-new-tokens 24 --temperature 0 --json)
+  c=$(timeout 60 "$stac" generate --device cpu --prompt "The meaning of life is" --max-new-tokens 24 --temperature 0 --json)
+  echo "gpu: $g"; echo "cpu: $c"
+  ids() { sed -E 's/.*"new_ids":\[([^]]*)\].*/\1/'; }
+  [ "$(echo "$g" | ids)" = "$(echo "$c" | ids)" ] && echo "greedy continuations identical" || echo "greedy continuations DIFFER"
+  echo "== chat --device cuda --weights-dtype bf16"
+  printf 'Hello there.\nTell me a joke.\n' | timeout 60 "$stac" chat --device cuda --weights-dtype bf16 --max-new-tokens 16
+  echo "== eval --device cuda (simplified conversion, layer-wise spike path and streaming)"
+  timeout 60 "$stac" convert --out "$tmp/snn" --simplified --quiet
+  timeout 90 "$stac" eval --model "$tmp/snn" --device cuda --max-tokens 512 --window 128 --quiet
+  timeout 90 "$stac" eval --model "$tmp/snn" --device cuda --schedule streaming --max-tokens 256 --window 128 --quiet
+  rm -rf "$tmp"
+} > "$out/cli.log" 2>&1 && say "stac on the GPU ran (see cli.log)" || { status=1; say "stac on the GPU FAILED (see cli.log)"; }
+grep -E "identical|DIFFER" "$out/cli.log" | tee -a "$out/summary.txt"
 say "default suite (CPU and GPU cases together)"
 (cd "$build" && timeout 120 ctest -j "$jobs" -LE long --output-on-failure --no-tests=error) > "$out/all-tests.log" 2>&1 \
   || { status=1; say "default suite FAILED (see all-tests.log)"; }
