@@ -164,18 +164,20 @@ enum Slot : int {
     kCounts, kSpikes, kNq, kNk, kNv, kQs, kKs, kVs,  // counts and spike trains (I8)
     kScoresI, kScoresF, kNp, kPs, kOi, kRun,         // attention
     kDbl,                                            // F64 scratch of the exact linear layers
+    kLogits,                                         // device logits before their copy to the host
     kStreamBase,                                     // first slot of the streaming schedule's state
 };
 }  // namespace
 
 class SnnState final : public ModelState {
 public:
-    SnnState(const Gpt2Config& cfg, int64_t cap, bool count_caches) : cap_(cap), counts_(count_caches) {
+    SnnState(const Gpt2Config& cfg, int64_t cap, bool count_caches, Device device)
+        : cap_(cap), counts_(count_caches), device_(device) {
         const int64_t H = cfg.n_head, D = cfg.head_dim();
         for (int64_t l = 0; l < cfg.n_layer; ++l) {
             const DType dt = count_caches ? DType::I8 : DType::F32;
-            k.push_back(Tensor::zeros({H, cap, D}, dt));
-            v.push_back(Tensor::zeros({H, cap, D}, dt));
+            k.push_back(Tensor::zeros({H, cap, D}, dt, device));
+            v.push_back(Tensor::zeros({H, cap, D}, dt, device));
         }
         slots_.resize(kStreamBase);
     }
@@ -187,6 +189,7 @@ public:
         len_ = n;
     }
     bool count_caches() const { return counts_; }
+    Device device() const { return device_; }
 
     // A view of `shape` in slot i, reallocated only when it needs more than `reserve` elements
     // (pass the largest size this slot will see for the chunk, e.g. with the cache capacity).
@@ -194,7 +197,7 @@ public:
         const size_t need = size_t(std::max(shape.numel(), reserve)) * dtype_size(dt);
         if (size_t(i) >= slots_.size()) slots_.resize(size_t(i) + 1);
         auto& s = slots_[size_t(i)];
-        if (!s || s->bytes() < need) s = Storage::allocate(need, Device::cpu());
+        if (!s || s->bytes() < need) s = Storage::allocate(need, device_);
         return Tensor::view_of(s, 0, shape, dt);
     }
 
@@ -204,6 +207,7 @@ public:
 private:
     int64_t cap_;
     bool counts_;
+    Device device_;
     std::vector<std::shared_ptr<Storage>> slots_;
 };
 
@@ -274,6 +278,27 @@ SpikingGpt2::SpikingGpt2(std::shared_ptr<const Gpt2Model> base, SnnSpec spec, Ru
     reset_stats();
 }
 
+std::unique_ptr<SpikingGpt2> SpikingGpt2::to(Device device) const {
+    if (device == this->device()) return std::make_unique<SpikingGpt2>(*this);
+    if (!this->device().is_cpu()) fail("spiking model: moving between devices goes through the CPU");
+    require_device(device);
+    auto m = std::make_unique<SpikingGpt2>(*this);
+    m->base_ = base_->to({device, DType::F32});
+    auto up = [&](Tensor& t) {
+        if (t.defined()) t = t.to(device);
+    };
+    for (Layer& e : m->layers_) {
+        for (ExactLinear* x : {&e.attn, &e.proj, &e.fc, &e.fc_proj}) up(x->w), up(x->mult), up(x->bias);
+        up(e.qk_mult), up(e.pv_mult);
+    }
+    up(m->lm_head_.w), up(m->lm_head_.mult), up(m->lm_head_.bias);
+    for (auto& layer : m->spec_.layers)
+        for (SiteQuant& q : layer) up(q.inv_t);
+    up(m->spec_.lm_head_in.inv_t);
+    synchronize(device);
+    return m;
+}
+
 int spiking_max_levels() { return 127; }
 
 void SpikingGpt2::set_run_options(const RunOptions& run) {
@@ -292,7 +317,7 @@ std::unique_ptr<ModelState> SpikingGpt2::new_state(int64_t capacity) const {
     const Gpt2Config& c = base_->config();
     if (capacity <= 0) capacity = c.n_positions;
     if (capacity > c.n_positions) fail("cache capacity {} exceeds the model's n_positions = {}", capacity, c.n_positions);
-    return std::make_unique<SnnState>(c, capacity, run_.mode != RunMode::Float && spec_.sites.attention());
+    return std::make_unique<SnnState>(c, capacity, run_.mode != RunMode::Float && spec_.sites.attention(), device());
 }
 
 void SpikingGpt2::forward(std::span<const int32_t> ids, ModelState& state, LogitRows rows, const Tensor& logits) const {
@@ -304,6 +329,9 @@ void SpikingGpt2::forward(std::span<const int32_t> ids, ModelState& state, Logit
              st->count_caches() ? "count" : "float");
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
     check_forward_args(info(), ids, P, st->capacity(), rows, logits, "spiking");
+    if (st->device() != device()) fail("spiking forward: the state is on {}, the model on {}", st->device().str(), device().str());
+    if (!device().is_cpu() && observer_)
+        fail("spiking model on {}: site observers (calibration) run on the CPU only", device().str());
     if (run_.mode == RunMode::Snn && run_.schedule == Schedule::Streaming) forward_streaming(ids, *st, rows, logits);
     else forward_layerwise(ids, *st, rows, logits);
     if (run_.mode == RunMode::Snn) {
@@ -371,7 +399,9 @@ void SpikingGpt2::forward_layerwise(std::span<const int32_t> ids, SnnState& st, 
     const Tensor x = st.buf(kX, {T, C}, DType::F32), h = st.buf(kH, {T, C}, DType::F32),
                  qkv = st.buf(kQkv, {T, 3 * C}, DType::F32), att = st.buf(kAtt, {T, C}, DType::F32),
                  mlp = st.buf(kMlp, {T, I}, DType::F32);
-    const Tensor dbl = st.buf(kDbl, {T * (std::max(C, I) + KN)}, DType::F64);
+    // The CPU's f64 scratch of the exact linear layers (the GPU kernels draw their own).
+    const bool on_cpu = st.device().is_cpu();
+    const Tensor dbl = on_cpu ? st.buf(kDbl, {T * (std::max(C, I) + KN)}, DType::F64) : Tensor();
 
     // A linear layer fed by site (l, k): float GEMM when the site is off (or in Float mode), else
     // exact on counts (count path, QANN) or on spikes (spike path).
@@ -405,14 +435,7 @@ void SpikingGpt2::forward_layerwise(std::span<const int32_t> ids, SnnState& st, 
         const Tensor qf = st.buf(kQf, {T, C}, DType::F32), kf = st.buf(kKf, {T, C}, DType::F32),
                      vf = st.buf(kVf, {T, C}, DType::F32);
         const bool quant_attn = quant && spec_.sites.attention();
-        if (observer_ || quant_attn) {
-            const float* src = qkv.data<float>();
-            for (int64_t t = 0; t < T; ++t) {
-                std::memcpy(qf.data<float>() + t * C, src + t * 3 * C, size_t(C) * 4);
-                std::memcpy(kf.data<float>() + t * C, src + t * 3 * C + C, size_t(C) * 4);
-                std::memcpy(vf.data<float>() + t * C, src + t * 3 * C + 2 * C, size_t(C) * 4);
-            }
-        }
+        if (observer_ || quant_attn) kernels::split_qkv(qf, kf, vf, qkv);
         if (observer_) {
             observer_->observe(l, SiteKind::Q, qf.data<float>(), T, C);
             observer_->observe(l, SiteKind::K, kf.data<float>(), T, C);
@@ -439,7 +462,7 @@ void SpikingGpt2::forward_layerwise(std::span<const int32_t> ids, SnnState& st, 
             const int64_t ev = site_counts(c, l, SiteKind::V, vf, nv, vs);
             kernels::kv_append_counts(st.k[size_t(l)], st.v[size_t(l)], nk, nv, P);
             const Tensor si = st.buf(kScoresI, {H, T, L}, DType::I32, H * T * cap);
-            const Tensor run = st.buf(kRun, {H * T * L + 2 * T * C}, DType::I32, H * T * cap + 2 * T * C);
+            const Tensor run = on_cpu ? st.buf(kRun, {H * T * L + 2 * T * C}, DType::I32, H * T * cap + 2 * T * C) : Tensor();
             if (c.spike) kernels::scores_spikes(si, qs, ks, st.k[size_t(l)], P, run);
             else kernels::scores_counts(si, nq, st.k[size_t(l)], P);
             kernels::dequantize_heads(scores, si, e.qk_mult);
@@ -498,8 +521,12 @@ void SpikingGpt2::head(SnnState& st, const Tensor& x, int64_t T, LogitRows rows,
     kernels::layernorm(hr, x.slice_rows(T - R, T), W.lnf_g, W.lnf_b, cfg.layer_norm_epsilon);
     const bool site = run_.mode != RunMode::Float && spec_.sites.has(SiteKind::LmHeadIn);
     if (run_.mode == RunMode::Snn) stats_.snn_macs += R * C * kLnMacs + (site ? R * V : R * C * V);
+    // A model on a GPU writing host logits computes them on the device, then copies them once.
+    const bool here = logits.device() == st.device();
+    const Tensor out = here ? logits : st.buf(kLogits, {R, V}, DType::F32);
     if (!site) {
-        kernels::matmul_nt(logits, hr, W.lm_head);
+        kernels::matmul_nt(out, hr, W.lm_head);
+        if (!here) copy_bytes(logits.raw(), logits.device(), out.raw(), out.device(), out.nbytes());
         return;
     }
     const int S = run_.timesteps;
@@ -507,10 +534,11 @@ void SpikingGpt2::head(SnnState& st, const Tensor& x, int64_t T, LogitRows rows,
     Ctx c{this, &st, &spec_, run_.mode, spike, S, observer_, &stats_};
     const Tensor counts = st.buf(kCounts, {R, C}, DType::I8);
     const Tensor spikes = spike ? st.buf(kSpikes, {S, R, C}, DType::I8) : Tensor();
-    const Tensor dbl = st.buf(kDbl, {R * (C + V)}, DType::F64);
+    const Tensor dbl = st.device().is_cpu() ? st.buf(kDbl, {R * (C + V)}, DType::F64) : Tensor();
     const int64_t events = site_counts(c, -1, SiteKind::LmHeadIn, hr, counts, spikes);
-    if (spike) kernels::linear_spikes(logits, spikes, lm_head_.w, lm_head_.mult, Tensor(), dbl);
-    else kernels::linear_counts(logits, counts, lm_head_.w, lm_head_.mult, Tensor(), dbl);
+    if (spike) kernels::linear_spikes(out, spikes, lm_head_.w, lm_head_.mult, Tensor(), dbl);
+    else kernels::linear_counts(out, counts, lm_head_.w, lm_head_.mult, Tensor(), dbl);
+    if (!here) copy_bytes(logits.raw(), logits.device(), out.raw(), out.device(), out.nbytes());
     if (run_.mode == RunMode::Snn) stats_.layers.back()[size_t(SiteKind::LmHeadIn)].synops += events * V;
 }
 
@@ -534,7 +562,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
     auto B = [&](const Shape& shape, DType dt, int64_t reserve = 0) { return st.buf(slot++, shape, dt, reserve); };
     auto Z = [&](const Shape& shape, DType dt, int64_t reserve = 0) {
         Tensor t = B(shape, dt, reserve);
-        std::memset(t.raw(), 0, t.nbytes());
+        zero_bytes(t.raw(), t.device(), t.nbytes());
         return t;
     };
     struct Neurons {
@@ -542,8 +570,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
     };
     auto neurons = [&](const Shape& shape, int64_t reserve = 0) {
         Neurons x{B(shape, DType::F64, reserve), Z(shape, DType::I32, reserve), B(shape, DType::I8, reserve)};
-        double* v = x.v.data<double>();
-        for (int64_t i = 0; i < x.v.numel(); ++i) v[i] = 0.5;  // half a threshold, as the layer-wise neuron
+        kernels::fill(x.v, 0.5);  // half a threshold, as the layer-wise neuron
         return x;
     };
     struct LayerState {
@@ -625,12 +652,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
             kernels::layernorm(x.y1, x.x1, w.ln1_g, w.ln1_b, cfg.layer_norm_epsilon);
             kernels::td_emit(e, x.y1, x.p1);
             site_step(l, SiteKind::AttnIn, x.a, e, w.attn_w, x.b_attn, ex.attn, qkv_inc, first);
-            const float* src = qkv_inc.data<float>();
-            for (int64_t t = 0; t < T; ++t) {
-                std::memcpy(qi.data<float>() + t * C, src + t * 3 * C, size_t(C) * 4);
-                std::memcpy(ki.data<float>() + t * C, src + t * 3 * C + C, size_t(C) * 4);
-                std::memcpy(vi.data<float>() + t * C, src + t * 3 * C + 2 * C, size_t(C) * 4);
-            }
+            kernels::split_qkv(qi, ki, vi, qkv_inc);
             const int64_t eq = attn_site(l, SiteKind::Q, x.q, qi, first);
             const int64_t ek = attn_site(l, SiteKind::K, x.k, ki, first);
             const int64_t ev = attn_site(l, SiteKind::V, x.v, vi, first);

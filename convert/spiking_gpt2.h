@@ -110,6 +110,10 @@ public:
     const SnnSpec& spec() const { return spec_; }
     const Gpt2Model& base() const { return *base_; }
     const RunOptions& run_options() const { return run_; }
+    // A copy on `device` (base weights, exact-linear weights, thresholds uploaded once). Every
+    // mode and schedule runs there; site observers (calibration) are CPU only and refused on a GPU.
+    std::unique_ptr<SpikingGpt2> to(Device device) const;
+    Device device() const { return base_->device(); }
     // Checks and sets how the model runs (mode, schedule, path, S); a state made before a change of
     // mode cannot be used after it.
     void set_run_options(const RunOptions& run);

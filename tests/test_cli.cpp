@@ -158,3 +158,39 @@ TEST_CASE("cli: inspect, tokenize and chat on a model with the GPT-2 tokenizer")
     CHECK(r.rc == 0);
     CHECK(r.err.find("context window full") != std::string::npos);
 }
+
+TEST_CASE("cli: --device cuda runs on a GPU, or fails clearly (exit 1) where there is none; bad values are usage errors") {
+    const std::string m = gpt2_fixture("tiny-gelu-f32").string();
+    CliRun r = run_stac({"logits", "--model", m, "--ids", "1,2", "--device", "gpu"});
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("unknown device 'gpu'") != std::string::npos);
+    r = run_stac({"logits", "--model", m, "--ids", "1,2", "--weights-dtype", "f16"});
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("needs --device cuda") != std::string::npos);
+    r = run_stac({"logits", "--model", m, "--ids", "1,2", "--device", "cuda", "--weights-dtype", "f8"});
+    CHECK(r.rc == 2);
+    r = run_stac({"convert", "--model", m, "--out", "/nonexistent/x", "--device", "cuda:0"});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("cuda:0") != std::string::npos);
+    if (cuda_device_count() == 0) {
+        for (const char* cmd : {"logits", "generate"}) {
+            r = run_stac({cmd, "--model", m, "--ids", "1,2", "--device", "cuda"});
+            CHECK(r.rc == 1);
+            CHECK(r.err.find(cuda_compiled() ? "device cuda:0: no CUDA GPU is available" : "no CUDA support") != std::string::npos);
+            CHECK(r.out.empty());
+        }
+        r = run_stac({"eval", "--model", m, "--device", "cuda:0"});
+        CHECK(r.rc == 1);
+        CHECK(r.err.find("cuda:0") != std::string::npos);
+    } else {
+        // The GPU's logits agree with the CPU's (the JSON prints them; compare the greedy ids).
+        const CliRun c = run_stac({"logits", "--model", m, "--ids", "1,2,3,4"});
+        r = run_stac({"logits", "--model", m, "--ids", "1,2,3,4", "--device", "cuda"});
+        CHECK(r.rc == 0);
+        const auto jc = nlohmann::json::parse(c.out), jg = nlohmann::json::parse(r.out);
+        CHECK(jg["greedy"] == jc["greedy"]);
+        r = run_stac({"logits", "--model", m, "--ids", "1,2,3,4", "--device", "cuda:99"});
+        CHECK(r.rc == 1);
+        CHECK(r.err.find("GPU(s) present") != std::string::npos);
+    }
+}

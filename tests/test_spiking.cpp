@@ -946,3 +946,17 @@ TEST_CASE("spiking: temporal-difference operators emit f(X_t) in sum after every
         }
     }
 }
+
+TEST_CASE("spiking: ConstantCurrent (the fused neuron kernels' stepping) yields constant_current at every step") {
+    int64_t cases = 0;
+    for (int S : {1, 2, 3, 7, 16, 33, 128})
+        for (int32_t U : {0, 1, -1, 5, -5, 65535, -65536, 65536 * 3 + 17, -(65536 * 7) - 3, 127 * 65536, -127 * 65536}) {
+            spk::ConstantCurrent c(U, S);
+            for (int t = 0; t < S; ++t) {
+                const int32_t got = c.next(), want = spk::constant_current(U, t, S);
+                if (got != want) FAIL_CHECK("U " << U << " S " << S << " t " << t << ": " << got << " != " << want);
+            }
+            ++cases;
+        }
+    CHECK(cases == 77);
+}

@@ -74,6 +74,7 @@ int cmd_convert(int argc, char** argv) {
     p.flag("simplified", "thresholds from the weights alone, no calibration data (lower fidelity)");
     p.flag("quiet", "no progress bar or summary");
     if (!p.parse(argc, argv, 2)) return 0;
+    require_cpu(p, "convert");
     if (!p.has("out")) throw UsageError("--out SNNDIR is required");
     const fs::path dir = model_dir_from(p), out = p.get("out");
     const bool quiet = p.has("quiet");
@@ -161,6 +162,9 @@ int cmd_eval(int argc, char** argv) {
     p.option("plot", "FILE.svg", "draw fidelity and energy against S (with --sweep)");
     p.flag("quiet", "no progress bars");
     if (!p.parse(argc, argv, 2)) return 0;
+    // The models run where --device says (the SNN is built on the CPU, then uploaded).
+    const Placement where = placement_from(p);
+    if (where.weights != DType::F32) throw UsageError("--weights-dtype: eval runs from f32 weights (the SNN's exact layers need them)");
     const bool quiet = p.has("quiet");
 
     // The SNN, and the ANN it came from (the same weights, checked by sha256 when loading).
@@ -199,11 +203,13 @@ int cmd_eval(int argc, char** argv) {
     const auto windows = text_windows(ids, window);
     if (windows.empty()) fail("{}: too little text to evaluate", text_path.string());
 
-    const Gpt2Model& ann = *l.base;
-    SpikingGpt2 qann(l.base, l.spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, run.timesteps});
+    const std::shared_ptr<const Gpt2Model> ann_here = where.device.is_cpu() ? l.base : std::shared_ptr<const Gpt2Model>(l.base->to(where));
+    const Gpt2Model& ann = *ann_here;
+    const auto qann = SpikingGpt2(l.base, l.spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, run.timesteps}).to(where.device);
     std::unique_ptr<SpikingGpt2> snn;
-    if (!p.has("qann")) snn = std::make_unique<SpikingGpt2>(l.base, l.spec, RunOptions{RunMode::Snn, run.schedule, run.path, run.timesteps});
-    const Evaluation ev = evaluate(ann, &qann, snn.get(), windows, !quiet);
+    if (!p.has("qann"))
+        snn = SpikingGpt2(l.base, l.spec, RunOptions{RunMode::Snn, run.schedule, run.path, run.timesteps}).to(where.device);
+    const Evaluation ev = evaluate(ann, qann.get(), snn.get(), windows, !quiet);
 
     json out = {{"snn", snn_dir.string()},
                 {"text", text_path.string()},
@@ -247,10 +253,11 @@ int cmd_eval(int argc, char** argv) {
             SnnSpec spec = l.spec;
             set_levels(spec, L);
             const std::string note = calibrate_timesteps(spec, S);
-            SpikingGpt2 q(l.base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, S});
-            SpikingGpt2 s(l.base, spec, {RunMode::Snn, sch, sch == Schedule::LayerWise ? SpikePath::Count : SpikePath::Spike, S});
-            const Evaluation e = evaluate(ann, &q, &s, windows, false);
-            const SpikeStats& ss = s.stats();
+            const auto q = SpikingGpt2(l.base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, S}).to(where.device);
+            const auto s = SpikingGpt2(l.base, spec, {RunMode::Snn, sch, sch == Schedule::LayerWise ? SpikePath::Count : SpikePath::Spike, S})
+                               .to(where.device);
+            const Evaluation e = evaluate(ann, q.get(), s.get(), windows, false);
+            const SpikeStats& ss = s->stats();
             const double ratio = ss.snn_energy_joules() / std::max(ss.ann_energy_joules(), 1e-30);
             fmt::print("  {:<10} L = {:<3} S = {:<4} {:>8.4f} {:>10.3f} {:>10.3g} {:>8.4f} {:>8.3f}{}\n", schedule_name(sch), L, S,
                        e.snn->agreement(), e.snn->perplexity(), e.snn->max_abs_vs_ref, ss.firing_rate(), ratio,

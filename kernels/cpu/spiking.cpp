@@ -71,9 +71,10 @@ int64_t neurons_layerwise(int8_t* counts, int8_t* spikes, const float* x, int64_
         for (int64_t j = 0; j < nb; ++j) {
             const int64_t k = k0 + j;
             const int32_t U = to_fixed(x[k] * inv[per_col ? k % N : 0], n_min, n_max);
-            // constant_current(U, s, S) incrementally: q + the carry of the running remainder (Bresenham).
-            q[j] = U >= 0 ? U / S : -((-U + S - 1) / S);
-            r[j] = U - q[j] * S;  // 0 <= r < S
+            // The constant current of spiking::ConstantCurrent, its quotient and remainder per neuron.
+            const ConstantCurrent c(U, S);
+            q[j] = c.q;
+            r[j] = c.r;  // 0 <= r < S
         }
         events += spikes ? neuron_block<true>(counts, spikes, TN, k0, nb, q, r, n_min, n_max, S)
                          : neuron_block<false>(counts, spikes, TN, k0, nb, q, r, n_min, n_max, S);
