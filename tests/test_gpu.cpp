@@ -582,3 +582,27 @@ TEST_SUITE("gpu") {
         CHECK(gpu_st->stats().total_spikes() > 0);
     }
 }
+
+// Runs everywhere (not in the "gpu" suite): what asking for a GPU does where there is none.
+TEST_CASE("device: without a GPU, every way of asking for one fails with a stac::Error naming the device") {
+    const auto dir = stac::test::gpt2_fixture("tiny-gelu-f32");
+    const auto host = Gpt2Model::load(dir);
+    CHECK_THROWS_WITH_AS(host->to({Device::cpu(), DType::F16}), doctest::Contains("need --device cuda"), Error);
+    CHECK_THROWS_WITH_AS(host->to({Device::cpu(), DType::I8}), doctest::Contains("not supported"), Error);
+    CHECK_THROWS_WITH_AS(Device::parse("cuda:x"), doctest::Contains("unknown device 'cuda:x'"), Error);
+    CHECK(Device::parse("cuda:3") == Device::cuda(3));
+    if (cuda_device_count() > 0) return;  // the GPU cases cover the other side
+    const char* why = cuda_compiled() ? "no CUDA GPU is available" : "no CUDA support";
+    CHECK_THROWS_WITH_AS(Tensor::empty({4}, DType::F32, Device::cuda(0)), doctest::Contains(why), Error);
+    CHECK_THROWS_WITH_AS(Tensor::zeros({4}, DType::F32).to(Device::cuda(1)), doctest::Contains("cuda:1"), Error);
+    CHECK_THROWS_WITH_AS(host->to({Device::cuda(0), DType::F32}), doctest::Contains(why), Error);
+    CHECK_THROWS_WITH_AS(load_language_model(dir, {Device::cuda(0), DType::BF16}), doctest::Contains("device cuda:0"), Error);
+    CHECK_THROWS_WITH_AS(DeviceGraph::begin_capture(Device::cuda(0)), doctest::Contains(why), Error);
+    CHECK_THROWS_WITH_AS(synchronize(Device::cuda(0)), doctest::Contains(why), Error);
+    CHECK_NOTHROW(synchronize(Device::cpu()));
+    ConvertOptions o;
+    o.simplified = true;
+    const std::shared_ptr<const Gpt2Model> base = Gpt2Model::load(dir);
+    const SpikingGpt2 snn(base, simplified_spec(*base, o));
+    CHECK_THROWS_WITH_AS(snn.to(Device::cuda(0)), doctest::Contains(why), Error);
+}
