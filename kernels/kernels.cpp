@@ -341,7 +341,8 @@ void split_qkv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& 
 }
 
 void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e) {
-    need_f32(out, "matmul_nt", "out"), need_f32(x, "matmul_nt", "x"), need_weight(e, "matmul_nt", "e");
+    need_f32(out, "matmul_nt", "out"), need_f32(x, "matmul_nt", "x");
+    if (!(e.defined() && e.dtype() == DType::BF16 && e.device().is_cpu())) need_weight(e, "matmul_nt", "e");  // CPU: f32 or bf16
     if (x.rank() != 2 || e.rank() != 2) fail("matmul_nt: x {} and e {} must be 2-D", x.describe(), e.describe());
     const int64_t T = x.dim(0), C = x.dim(1), V = e.dim(0);
     need_shape(e, {V, C}, "matmul_nt", "e");
