@@ -194,3 +194,28 @@ TEST_CASE("cli: --device cuda runs on a GPU, or fails clearly (exit 1) where the
         CHECK(r.err.find("GPU(s) present") != std::string::npos);
     }
 }
+
+TEST_CASE("cli: stac bench measures pp/tg for each run and thread count and writes JSON; bad tests are refused") {
+    const auto dir = gpt2_fixture("tiny-gelu-f32");
+    const CliRun r = run_stac({"bench", "--model", dir.string(), "--runs", "ann-f32,ann-bf16,qann,snn-count,snn-spike",
+                               "--timesteps", "4", "--levels", "4", "--tests", "pp8,tg3", "--threads-list", "1,2",
+                               "--repeats", "2", "--warmup", "0", "--json", "-", "--quiet"});
+    REQUIRE(r.rc == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    // 5 runs x 2 tests x 2 thread counts, each a positive median inside [min, max].
+    REQUIRE(j["results"].size() == 20);
+    for (const auto& x : j["results"]) {
+        const auto& t = x["tokens_per_s"];
+        CHECK(t["median"].get<double>() > 0);
+        CHECK(t["min"].get<double>() <= t["median"].get<double>());
+        CHECK(t["median"].get<double>() <= t["max"].get<double>());
+        CHECK((x["test"] == "pp8" || x["test"] == "tg3"));
+    }
+    CHECK(j["model"]["n_layer"].get<int>() > 0);
+    const CliRun bad = run_stac({"bench", "--model", dir.string(), "--tests", "pp0"});
+    CHECK(bad.rc == 2);
+    CHECK(bad.err.find("pp0") != std::string::npos);
+    const CliRun run = run_stac({"bench", "--model", dir.string(), "--runs", "ann-f64"});
+    CHECK(run.rc == 2);
+    CHECK(run.err.find("ann-f64") != std::string::npos);
+}
