@@ -155,9 +155,7 @@ int cmd_bench(int argc, char** argv) {
         if (is_snn_dir(dir)) {
             LoadedSnn l = load_snn_model(dir);
             base = std::const_pointer_cast<Gpt2Model>(std::dynamic_pointer_cast<const Gpt2Model>(l.base));
-            if (!base)
-                throw UsageError(fmt::format("stac bench runs GPT-2 models; {} is an SNN of a {}", dir.string(),
-                                             l.base->info().architecture));
+            if (!base) throw UsageError(fmt::format("stac bench runs GPT-2 models; {} is {}", dir.string(), l.base->info().architecture));
             snn_spec = std::move(l.spec);
         } else {
             std::shared_ptr<LanguageModel> m = load_language_model(dir);

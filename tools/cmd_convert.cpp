@@ -150,7 +150,7 @@ int cmd_eval(int argc, char** argv) {
                 "agreement and KL divergence against the ANN, the largest logit difference against the QANN, and\n"
                 "spikes, synaptic operations and the energy estimate (DESIGN §5). --model may itself be the SNN\n"
                 "directory. The text is cut into windows of --window tokens, each run from an empty cache.\n"
-                "--sweep adds a table over L and S (layer-wise and streaming), written with --json and drawn with --plot.");
+                "--sweep adds a table over L and S (layer-wise, and streaming for GPT-2), written with --json and drawn with --plot.");
     add_model_option(p);
     p.option("snn", "SNNDIR", "the converted model (default: --model, if it is an SNN directory)");
     p.option("text", "FILE", "evaluation text (default: models/bundled/heldout.txt of this source tree, if present)");
