@@ -8,6 +8,7 @@
 #include "core/progress.h"
 #include "core/safetensors.h"
 #include "core/sha256.h"
+#include "models/model_dir.h"
 
 namespace stac {
 
@@ -15,7 +16,13 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 std::string activation_name(Activation a) {
-    return a == Activation::GeluTanh ? "gelu_new" : a == Activation::GeluErf ? "gelu" : "relu";
+    switch (a) {
+        case Activation::GeluTanh: return "gelu_new";
+        case Activation::GeluErf: return "gelu";
+        case Activation::Relu: return "relu";
+        case Activation::Silu: return "silu";
+    }
+    return "?";
 }
 
 namespace {
@@ -24,7 +31,8 @@ Activation activation_from(const std::string& name, const std::string& source) {
     if (name == "gelu_new" || name == "gelu_pytorch_tanh") return Activation::GeluTanh;
     if (name == "gelu") return Activation::GeluErf;
     if (name == "relu") return Activation::Relu;
-    fail("{}: activation \"{}\" is not one of gelu_new, gelu, relu", source, name);
+    if (name == "silu") return Activation::Silu;
+    fail("{}: activation \"{}\" is not one of gelu_new, gelu, relu, silu", source, name);
 }
 
 void check_options(const ConvertOptions& o) {
@@ -37,25 +45,19 @@ void check_options(const ConvertOptions& o) {
 }
 
 // A spec with everything but the thresholds.
-SnnSpec empty_spec(const Gpt2Config& cfg, const ConvertOptions& opt) {
+SnnSpec empty_spec(const SiteLayout& layout, const ConvertOptions& opt) {
     SnnSpec s;
+    s.architecture = layout.architecture;
     s.timesteps = opt.timesteps;
     s.levels = opt.levels;
     s.schedule = opt.schedule;
-    s.activation = opt.activation.value_or(cfg.activation);
+    s.activation = opt.activation.value_or(layout.activation);
     s.per_channel = opt.per_channel;
     s.percentile = opt.percentile;
     s.simplified = opt.simplified;
     s.sites = opt.sites;
-    s.layers.resize(size_t(cfg.n_layer));
+    s.layers.resize(size_t(layout.n_layer));
     return s;
-}
-
-// Widths of each site's channels (columns); probabilities have one threshold.
-int64_t site_width(const Gpt2Config& cfg, SiteKind k) {
-    if (k == SiteKind::Probs) return 1;
-    if (k == SiteKind::MlpAct) return cfg.inner();
-    return cfg.n_embd;
 }
 
 // Per-head: the head's D channels share the largest clip (Q, K, V thresholds are per head, so the
@@ -86,9 +88,9 @@ void finish_site(SnnSpec& s, SiteQuant& q, SiteKind k) {
 
 }  // namespace
 
-SnnSpec spec_from_calibration(const Gpt2Config& cfg, const Calibrator& cal, const ConvertOptions& opt) {
-    SnnSpec s = empty_spec(cfg, opt);
-    const int64_t D = cfg.head_dim();
+SnnSpec spec_from_calibration(const SiteLayout& layout, const Calibrator& cal, const ConvertOptions& opt) {
+    SnnSpec s = empty_spec(layout, opt);
+    const int64_t D = layout.head_dim;
     auto fill = [&](int l, SiteKind k) {
         if (!s.sites.has(k)) return;
         if (!cal.seen(l, k)) fail("calibration saw nothing at site {} of layer {}", site_name(k), l);
@@ -112,7 +114,7 @@ SnnSpec spec_from_calibration(const Gpt2Config& cfg, const Calibrator& cal, cons
         }
         finish_site(s, q, k);
     };
-    for (int l = 0; l < int(cfg.n_layer); ++l)
+    for (int l = 0; l < int(layout.n_layer); ++l)
         for (SiteKind k : kBlockSites) fill(l, k);
     fill(-1, SiteKind::LmHeadIn);
     return s;
@@ -121,7 +123,7 @@ SnnSpec spec_from_calibration(const Gpt2Config& cfg, const Calibrator& cal, cons
 SnnSpec simplified_spec(const Gpt2Model& base, const ConvertOptions& opt) {
     const Gpt2Config& cfg = base.config();
     const Gpt2Weights& W = base.weights();
-    SnnSpec s = empty_spec(cfg, opt);
+    SnnSpec s = empty_spec(site_layout(base), opt);
     const int64_t C = cfg.n_embd, I = cfg.inner(), D = cfg.head_dim();
     // A LayerNorm output is g * z + b with z ~ N(0, 1): clip at 3 sigma.
     auto ln_clip = [&](const Tensor& g, const Tensor& b) {
@@ -172,42 +174,62 @@ SnnSpec simplified_spec(const Gpt2Model& base, const ConvertOptions& opt) {
     return s;
 }
 
-SnnSpec convert_gpt2(const std::shared_ptr<const Gpt2Model>& base, const Tokenizer* tok, const ConvertOptions& opt) {
+namespace {
+// What a conversion of this architecture cannot do, refused by name.
+void check_options_for(const SiteLayout& layout, const ConvertOptions& opt) {
+    if (layout.architecture == "gpt2") return;
+    if (opt.simplified)
+        fail("--simplified estimates thresholds from LayerNorm gains and biases (GPT-2 only); convert this {} model "
+             "with calibration data",
+             layout.architecture);
+    if (opt.activation && *opt.activation != layout.activation)
+        fail("--activation {}: a {} model's MLP is a SiLU gate, kept as it is (only GPT-2's GELU can become ReLU)",
+             activation_name(*opt.activation), layout.architecture);
+    if (opt.schedule == Schedule::Streaming)
+        fail("the streaming schedule is not built for {} models (use --schedule layerwise)", layout.architecture);
+}
+}  // namespace
+
+SnnSpec convert_model(const std::shared_ptr<const LanguageModel>& base, const Tokenizer* tok, const ConvertOptions& opt) {
     check_options(opt);
-    if (opt.simplified) return simplified_spec(*base, opt);
+    const SiteLayout layout = site_layout(*base);
+    check_options_for(layout, opt);
+    if (opt.simplified) return simplified_spec(dynamic_cast<const Gpt2Model&>(*base), opt);
     if (!tok)
-        fail("calibration needs the model's tokenizer (vocab.json + merges.txt); convert with --simplified to go "
-             "without data");
+        fail("calibration needs the model's tokenizer (vocab.json + merges.txt, or tokenizer.json); {}",
+             layout.architecture == "gpt2" ? "convert with --simplified to go without data"
+                                           : "or calibrate from token ids (convert_model_on)");
     const auto data = create_calibration_data(*tok, opt.calib_file, opt.num_samples,
-                                              int(std::min<int64_t>(opt.max_length, base->config().n_positions)));
-    SnnSpec s = convert_gpt2_on(base, data, opt);
+                                              int(std::min<int64_t>(opt.max_length, layout.n_positions)));
+    SnnSpec s = convert_model_on(base, data, opt);
     s.calibration["builtin_prompts"] = builtin_calibration_prompts().size();
     s.calibration["file"] = opt.calib_file ? json(opt.calib_file->string()) : json(nullptr);
     return s;
 }
 
-SnnSpec convert_gpt2_on(const std::shared_ptr<const Gpt2Model>& base, const std::vector<std::vector<int32_t>>& data,
-                        const ConvertOptions& opt) {
+SnnSpec convert_model_on(const std::shared_ptr<const LanguageModel>& base, const std::vector<std::vector<int32_t>>& data,
+                         const ConvertOptions& opt) {
     check_options(opt);
+    const SiteLayout layout = site_layout(*base);
+    check_options_for(layout, opt);
     if (data.empty()) fail("calibration: no samples");
-    const Gpt2Config& cfg = base->config();
     // Run the float network (with the chosen activation) and watch every site.
     ConvertOptions none = opt;
     none.sites = SiteSet::none();
-    SpikingGpt2 ann(base, empty_spec(cfg, none), RunOptions{RunMode::Float, Schedule::LayerWise, SpikePath::Count, 1});
-    Calibrator cal(int(cfg.n_layer), opt.per_channel);
-    ann.set_observer(&cal);
+    const auto ann = make_spiking_model(base, empty_spec(layout, none), RunOptions{RunMode::Float, Schedule::LayerWise, SpikePath::Count, 1});
+    Calibrator cal(int(layout.n_layer), opt.per_channel);
+    ann->set_observer(&cal);
     Progress bar("calibrating", int64_t(data.size()), opt.progress);
     for (size_t i = 0; i < data.size(); ++i) {
-        if (int64_t(data[i].size()) > cfg.n_positions)
-            fail("calibration sample {} has {} tokens, more than n_positions = {}", i, data[i].size(), cfg.n_positions);
-        auto st = ann.new_state(int64_t(data[i].size()));
-        ann.forward(data[i], *st, LogitRows::None, Tensor());
+        if (int64_t(data[i].size()) > layout.n_positions)
+            fail("calibration sample {} has {} tokens, more than n_positions = {}", i, data[i].size(), layout.n_positions);
+        auto st = ann->new_state(int64_t(data[i].size()));
+        ann->forward(data[i], *st, LogitRows::None, Tensor());
         cal.tokens += data[i].size();
         bar.update(int64_t(i + 1));
     }
     bar.finish();
-    SnnSpec s = spec_from_calibration(cfg, cal, opt);
+    SnnSpec s = spec_from_calibration(layout, cal, opt);
     s.calibration = {{"samples", data.size()}, {"tokens", cal.tokens}, {"max_length", opt.max_length}};
     return s;
 }
@@ -247,9 +269,39 @@ std::string site_key(int layer, SiteKind k) {
     return layer < 0 ? std::string(site_name(k)) : fmt::format("h.{}.{}", layer, site_name(k));
 }
 
+// The weight files of a model directory: model.safetensors, or the index of a sharded checkpoint
+// and its shards (from its weight_map).
+std::vector<std::string> weight_files(const fs::path& dir) {
+    if (fs::exists(dir / "model.safetensors")) return {"model.safetensors"};
+    const fs::path index = dir / "model.safetensors.index.json";
+    if (!fs::exists(index)) fail("{}: has neither model.safetensors nor model.safetensors.index.json", dir.string());
+    const json j = read_json_file(index);
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+        fail("{}: has no \"weight_map\" object", index.string());
+    std::set<std::string> shards;
+    for (const auto& [name, file] : j["weight_map"].items()) {
+        if (!file.is_string()) fail("{}: weight_map[\"{}\"] is not a file name", index.string(), name);
+        const std::string f = file.get<std::string>();
+        if (f.empty() || f.find('/') != std::string::npos || f.find('\\') != std::string::npos || f == "." || f == "..")
+            fail("{}: shard name \"{}\" is not a plain file name", index.string(), f);
+        shards.insert(f);
+    }
+    std::vector<std::string> out = {"model.safetensors.index.json"};
+    out.insert(out.end(), shards.begin(), shards.end());
+    return out;
+}
+
 }  // namespace
 
 bool is_snn_dir(const fs::path& dir) { return fs::exists(dir / kSnnConfig); }
+
+std::string source_weights_sha256(const fs::path& dir) {
+    const std::vector<std::string> files = weight_files(dir);
+    if (files.size() == 1) return sha256_file(dir / files[0]);
+    std::string all;  // "name sha256\n" of the index and every shard, in order
+    for (const std::string& f : files) all += f + " " + sha256_file(dir / f) + "\n";
+    return sha256_hex(all);
+}
 
 void save_snn_model(const fs::path& out_dir, const fs::path& source_dir, const SnnSpec& spec) {
     std::error_code ec;
@@ -263,7 +315,11 @@ void save_snn_model(const fs::path& out_dir, const fs::path& source_dir, const S
     if (ec) fail("{}: cannot create: {}", out_dir.string(), ec.message());
     if (fs::equivalent(out_dir, source_dir, ec)) fail("--out must differ from the source model directory");
     // Copies, not hard links: an edit in one directory must never change the other.
-    for (const char* f : {"config.json", "model.safetensors", "vocab.json", "merges.txt"}) {
+    std::vector<std::string> files = weight_files(source_dir);
+    for (const char* f : {"config.json", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                          "special_tokens_map.json", "generation_config.json"})
+        files.emplace_back(f);
+    for (const std::string& f : files) {
         const fs::path src = source_dir / f;
         if (!fs::exists(src)) continue;
         fs::copy_file(src, out_dir / f, fs::copy_options::overwrite_existing, ec);
@@ -288,8 +344,10 @@ void save_snn_model(const fs::path& out_dir, const fs::path& source_dir, const S
     std::vector<std::string> sites;
     for (int k = 0; k < kSiteKinds; ++k)
         if (spec.sites.has(SiteKind(k))) sites.emplace_back(site_name(SiteKind(k)));
+    const std::vector<std::string> wf = weight_files(out_dir);
     const json cfg = {{"format", "stac-snn"},
                       {"version", 1},
+                      {"architecture", spec.architecture},
                       {"timesteps", spec.timesteps},
                       {"levels", spec.levels},
                       {"schedule", std::string(schedule_name(spec.schedule))},
@@ -300,7 +358,7 @@ void save_snn_model(const fs::path& out_dir, const fs::path& source_dir, const S
                       {"simplified", spec.simplified},
                       {"n_layer", spec.layers.size()},
                       {"calibration", spec.calibration},
-                      {"source_model", {{"file", "model.safetensors"}, {"sha256", sha256_file(out_dir / "model.safetensors")}}},
+                      {"source_model", {{"file", wf[0]}, {"sha256", source_weights_sha256(out_dir)}}},
                       {"created_by", "stac 0.1.0"}};
     write_json_file(out_dir / kSnnConfig, cfg);
 }
@@ -321,9 +379,13 @@ LoadedSnn load_snn_model(const fs::path& dir) {
     if (need("version", is_int, "an integer") != 1) fail("{}: version {} is not supported (1)", src, j["version"].dump());
 
     LoadedSnn out;
-    out.base = Gpt2Model::load(dir);
-    const Gpt2Config& cfg = out.base->config();
+    out.base = load_language_model(dir);
+    const SiteLayout layout = site_layout(*out.base);
     SnnSpec& s = out.spec;
+    // Written since Llama support; SNN directories from before are GPT-2's.
+    s.architecture = j.contains("architecture") ? need("architecture", is_str, "a string").get<std::string>() : "gpt2";
+    if (s.architecture != layout.architecture)
+        fail("{}: converted from a {} model, but config.json describes a {}", src, s.architecture, layout.architecture);
     s.timesteps = need("timesteps", is_int, "an integer").get<int>();
     s.levels = need("levels", is_int, "an integer").get<int>();
     if (s.levels < 1 || s.levels > spiking_max_levels()) fail("{}: levels {} out of range [1, {}]", src, s.levels, spiking_max_levels());
@@ -351,24 +413,26 @@ LoadedSnn load_snn_model(const fs::path& dir) {
     } catch (const Error& e) {
         fail("{}: {}", src, e.what());
     }
-    if (need("n_layer", is_int, "an integer") != cfg.n_layer)
-        fail("{}: n_layer {} does not match config.json ({})", src, j["n_layer"].dump(), cfg.n_layer);
+    if (need("n_layer", is_int, "an integer") != layout.n_layer)
+        fail("{}: n_layer {} does not match config.json ({})", src, j["n_layer"].dump(), layout.n_layer);
+    if ((s.architecture == "llama") != (s.activation == Activation::Silu))
+        fail("{}: activation {} does not fit a {} model", src, activation_name(s.activation), s.architecture);
     if (j.contains("calibration")) s.calibration = j["calibration"];
     const json& sm = need("source_model", [](const json& v) { return v.is_object(); }, "an object");
     if (!sm.contains("sha256") || !sm["sha256"].is_string()) fail("{}: source_model has no sha256", src);
-    const std::string have = sha256_file(dir / "model.safetensors");
+    const std::string have = source_weights_sha256(dir);
     if (have != sm["sha256"].get<std::string>())
-        fail("{}: model.safetensors (sha256 {}) is not the model this SNN was converted from (sha256 {})", dir.string(),
-             have.substr(0, 16), sm["sha256"].get<std::string>().substr(0, 16));
+        fail("{}: {} (sha256 {}) is not the model this SNN was converted from (sha256 {})", dir.string(),
+             weight_files(dir)[0], have.substr(0, 16), sm["sha256"].get<std::string>().substr(0, 16));
 
     // Thresholds: every enabled site has clip and threshold of the right width; nothing else.
     const fs::path wpath = dir / kSnnWeights;
     const SafetensorsFile f = SafetensorsFile::open(wpath);
     std::set<std::string> expected;
-    s.layers.resize(size_t(cfg.n_layer));
+    s.layers.resize(size_t(layout.n_layer));
     auto load = [&](int l, SiteKind k) {
         if (!s.sites.has(k)) return;
-        const int64_t width = site_width(cfg, k);
+        const int64_t width = layout.width[size_t(k)];
         SiteQuant& q = s.site(l, k);
         const std::string key = site_key(l, k);
         for (const char* part : {".clip", ".threshold"}) {
@@ -398,10 +462,10 @@ LoadedSnn load_snn_model(const fs::path& dir) {
                 fail("{}: {}.threshold[{}] = {} is not clip / levels = {}", wpath.string(), key, i, stored[i], q.scale[i]);
         if (is_qkv(k) && q.clip.size() > 1)
             for (size_t i = 0; i < q.clip.size(); ++i)
-                if (q.clip[i] != q.clip[i - i % size_t(cfg.head_dim())])
+                if (q.clip[i] != q.clip[i - i % size_t(layout.head_dim)])
                     fail("{}: {}.clip is not constant within each head (per-head thresholds)", wpath.string(), key);
     };
-    for (int l = 0; l < int(cfg.n_layer); ++l)
+    for (int l = 0; l < int(layout.n_layer); ++l)
         for (SiteKind k : kBlockSites) load(l, k);
     load(-1, SiteKind::LmHeadIn);
     for (const auto& e : f.entries())

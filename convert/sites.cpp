@@ -21,10 +21,24 @@ constexpr std::array<std::string_view, kSiteKinds> kWhat = {
     "MLP hidden activation (after GELU/ReLU)",
     "input of the LM head (after ln_f)",
 };
+constexpr std::array<std::string_view, kSiteKinds> kWhatLlama = {
+    "input of the fused q|k|v projection (after input_layernorm)",
+    "attention queries (after the rotary embedding)",
+    "attention keys of the key/value heads (after the rotary embedding)",
+    "attention values of the key/value heads",
+    "attention probabilities (after softmax)",
+    "input of o_proj (attention output)",
+    "input of the fused gate|up projection (after post_attention_layernorm)",
+    "MLP hidden activation silu(gate) * up (input of down_proj)",
+    "input of the LM head (after the final norm)",
+};
 }  // namespace
 
 std::string_view site_name(SiteKind k) { return kNames[size_t(k)]; }
 std::string_view site_description(SiteKind k) { return kWhat[size_t(k)]; }
+std::string_view site_description(SiteKind k, std::string_view architecture) {
+    return architecture == "llama" ? kWhatLlama[size_t(k)] : kWhat[size_t(k)];
+}
 
 std::optional<SiteKind> site_from_name(std::string_view name) {
     for (size_t i = 0; i < kNames.size(); ++i)

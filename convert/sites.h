@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/math.h"
 
 namespace stac {
 
@@ -22,8 +23,11 @@ inline constexpr std::array<SiteKind, 8> kBlockSites = {SiteKind::AttnIn, SiteKi
 // "attn_in", "q", "k", "v", "probs", "attn_out", "mlp_in", "mlp_act", "lm_head_in"
 std::string_view site_name(SiteKind k);
 std::optional<SiteKind> site_from_name(std::string_view name);
-// What the site is, for --help and docs: "input of attn.c_attn (after ln_1)", ...
+// What the site is, for --help and docs: "input of attn.c_attn (after ln_1)", ... (GPT-2), or in
+// the terms of `architecture` ("gpt2", "llama": "input of the fused q|k|v projection (after
+// input_layernorm)", ...).
 std::string_view site_description(SiteKind k);
+std::string_view site_description(SiteKind k, std::string_view architecture);
 
 // The set of sites a conversion makes spiking. q, k, v and probs go together (the attention
 // products are computed on counts only when all four are spiking).
@@ -37,6 +41,19 @@ struct SiteSet {
     static SiteSet parse(std::string_view text);
     std::string str() const;  // comma list of names
     bool operator==(const SiteSet&) const = default;
+};
+
+// Where the sites of an architecture are: the width (channels) of each site. GPT-2: attn_in,
+// q, k, v, attn_out, mlp_in, lm_head_in are C wide, mlp_act I; Llama: q and attn_out H D, k and v
+// G D (grouped-query attention keeps G key/value heads), mlp_act I (the SiLU-gate product). Q, K
+// and V thresholds are per head of head_dim channels; probs has one threshold.
+struct SiteLayout {
+    std::string architecture;  // "gpt2", "llama"
+    int64_t n_layer = 0;
+    int64_t head_dim = 0;
+    std::array<int64_t, kSiteKinds> width{};
+    int64_t n_positions = 0;
+    Activation activation = Activation::GeluTanh;  // the model's own (Llama: Silu, inside the gate product)
 };
 
 // One site of one layer, ready to run: bounds and thresholds (scales).

@@ -4,7 +4,7 @@
 
 namespace stac {
 
-TemporalSpikeProcessor::TemporalSpikeProcessor(std::shared_ptr<const SpikingGpt2> snn, int64_t max_context_length)
+TemporalSpikeProcessor::TemporalSpikeProcessor(std::shared_ptr<const SpikingModel> snn, int64_t max_context_length)
     : snn_(std::move(snn)) {
     const int64_t n = snn_->info().n_positions;
     if (max_context_length < 0 || max_context_length > n)

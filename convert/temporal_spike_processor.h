@@ -1,4 +1,4 @@
-// TemporalSpikeProcessor: runs a spiking GPT-2 over S timesteps per chunk of tokens for
+// TemporalSpikeProcessor: runs a spiking model (GPT-2 or Llama) over S timesteps per chunk of tokens for
 // multi-turn conversations: per-conversation caches (batch ids), exact positions that continue
 // across turns, the context-window policy of DESIGN §4, and the spike statistics of every call.
 #pragma once
@@ -9,7 +9,7 @@
 #include <span>
 #include <vector>
 
-#include "convert/spiking_gpt2.h"
+#include "convert/spiking_model.h"
 #include "models/session.h"
 
 namespace stac {
@@ -24,7 +24,7 @@ struct TspOutput {
 class TemporalSpikeProcessor {
 public:
     // max_context_length: 0 = the model's n_positions.
-    explicit TemporalSpikeProcessor(std::shared_ptr<const SpikingGpt2> snn, int64_t max_context_length = 0);
+    explicit TemporalSpikeProcessor(std::shared_ptr<const SpikingModel> snn, int64_t max_context_length = 0);
 
     // Runs `ids` for conversation `batch_id`. attention_mask (optional, one entry per id) marks
     // padding with 0: those tokens are left out, as if never sent. use_cache = false runs the
@@ -42,7 +42,7 @@ public:
     size_t conversations() const { return sessions_.size(); }
 
 private:
-    std::shared_ptr<const SpikingGpt2> snn_;
+    std::shared_ptr<const SpikingModel> snn_;
     int64_t max_context_;
     std::map<int64_t, std::unique_ptr<Session>> sessions_;
 };

@@ -326,17 +326,19 @@ void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev) {
 
 void split_qkv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& qkv) {
     need_f32(q, "split_qkv", "q"), need_f32(k, "split_qkv", "k"), need_f32(v, "split_qkv", "v"), need_f32(qkv, "split_qkv", "qkv");
-    if (qkv.rank() != 2 || qkv.dim(1) % 3 != 0) fail("split_qkv: qkv {} must be [T, 3C]", qkv.describe());
-    const int64_t T = qkv.dim(0), C = qkv.dim(1) / 3;
-    for (const Tensor* t : {&q, &k, &v}) need_shape(*t, {T, C}, "split_qkv", "q/k/v");
+    if (qkv.rank() != 2 || q.rank() != 2 || k.rank() != 2)
+        fail("split_qkv: qkv {}, q {}, k {} must be 2-D", qkv.describe(), q.describe(), k.describe());
+    const int64_t T = qkv.dim(0), Cq = q.dim(1), Ckv = k.dim(1), W = Cq + 2 * Ckv;
+    need_shape(qkv, {T, W}, "split_qkv", "qkv");
+    need_shape(q, {T, Cq}, "split_qkv", "q"), need_shape(k, {T, Ckv}, "split_qkv", "k"), need_shape(v, {T, Ckv}, "split_qkv", "v");
     const Device d = same_device("split_qkv", {&q, &k, &v, &qkv});
     if constexpr (kCuda)
-        if (d.is_cuda()) return cuda::split_qkv(d.index, mp(q), mp(k), mp(v), fp(qkv), T, C);
+        if (d.is_cuda()) return cuda::split_qkv(d.index, mp(q), mp(k), mp(v), fp(qkv), T, Cq, Ckv);
     const float* src = qkv.data<float>();
     for (int64_t t = 0; t < T; ++t) {
-        std::copy_n(src + t * 3 * C, C, q.data<float>() + t * C);
-        std::copy_n(src + t * 3 * C + C, C, k.data<float>() + t * C);
-        std::copy_n(src + t * 3 * C + 2 * C, C, v.data<float>() + t * C);
+        std::copy_n(src + t * W, Cq, q.data<float>() + t * Cq);
+        std::copy_n(src + t * W + Cq, Ckv, k.data<float>() + t * Ckv);
+        std::copy_n(src + t * W + Cq + Ckv, Ckv, v.data<float>() + t * Ckv);
     }
 }
 

@@ -69,7 +69,8 @@ void scaled_copy(const Tensor& out, const Tensor& in, float a);
 void accumulate(const Tensor& sum, const Tensor& inc, const Tensor& value);
 // The step of a temporal-difference operator: emitted = y - prev, then prev = y (same shapes)
 void td_emit(const Tensor& emitted, const Tensor& y, const Tensor& prev);
-// q, k, v: [T, C] = the three column blocks of qkv: [T, 3C]
+// q: [T, Cq], k, v: [T, Ckv] = the three column blocks of qkv: [T, Cq + 2 Ckv] (GPT-2: Cq = Ckv = C;
+// grouped-query attention: Cq = H D, Ckv = G D)
 void split_qkv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& qkv);
 // out: [T, V] = x: [T, C] · e: [V, C]^T (the tied LM head); e is f32 (bf16 too on the CPU and GPU, f16 on a GPU)
 void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e);

@@ -8,8 +8,9 @@
 
 namespace stac {
 
-// The activations GPT-2 checkpoints name in config.json ("gelu_new"/"gelu_pytorch_tanh", "gelu", "relu").
-enum class Activation { GeluTanh, GeluErf, Relu };
+// The activations GPT-2 checkpoints name in config.json ("gelu_new"/"gelu_pytorch_tanh", "gelu", "relu"),
+// and Llama's "silu" (used there inside the gate product silu(gate) * up).
+enum class Activation { GeluTanh, GeluErf, Relu, Silu };
 
 // GELU, tanh approximation (OpenAI's GPT-2, transformers' "gelu_new"):
 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
@@ -48,6 +49,7 @@ STAC_HD float activate(Activation a, float x) {
         case Activation::GeluTanh: return gelu_tanh(x);
         case Activation::GeluErf: return gelu_erf(x);
         case Activation::Relu: return relu(x);
+        case Activation::Silu: return silu(x);
     }
     return x;
 }

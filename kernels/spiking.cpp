@@ -148,85 +148,112 @@ void kv_append_counts(const Tensor& kc, const Tensor& vc, const Tensor& nk, cons
     const int64_t T = nk.dim(0);
     need_cache(kc, DType::I8, pos0, T, "kv_append_counts");
     need_shape(vc, kc.shape(), "kv_append_counts", "v cache");
-    const int64_t H = kc.dim(0), D = kc.dim(2);
-    need_shape(nk, {T, H * D}, "kv_append_counts", "k counts"), need_shape(nv, {T, H * D}, "kv_append_counts", "v counts");
+    const int64_t G = kc.dim(0), D = kc.dim(2);
+    need_shape(nk, {T, G * D}, "kv_append_counts", "k counts"), need_shape(nv, {T, G * D}, "kv_append_counts", "v counts");
     const Device d = same_device("kv_append_counts", {&kc, &vc, &nk, &nv});
     if constexpr (kCuda)
         if (d.is_cuda())
             return cuda::kv_append_counts(d.index, kc.raw_data<int8_t>(), vc.raw_data<int8_t>(), nk.raw_data<int8_t>(),
-                                          nv.raw_data<int8_t>(), T, pos0, H, D, kc.dim(1));
-    cpu::kv_append_counts(kc.data<int8_t>(), vc.data<int8_t>(), nk.data<int8_t>(), nv.data<int8_t>(), T, pos0, H, D,
+                                          nv.raw_data<int8_t>(), T, pos0, G, D, kc.dim(1));
+    cpu::kv_append_counts(kc.data<int8_t>(), vc.data<int8_t>(), nk.data<int8_t>(), nv.data<int8_t>(), T, pos0, G, D,
                           kc.dim(1));
 }
 
+namespace {
+// Query heads per key/value head: H query heads over a cache of G heads (H a multiple of G).
+int64_t group_of(int64_t H, int64_t G, const char* op) {
+    if (H < 1 || G < 1 || H % G != 0) fail("{}: {} query heads do not share {} key/value heads evenly", op, H, G);
+    return H / G;
+}
+// The CUDA attention kernels index one key/value head per query head (GPT-2); grouped-query
+// attention (a Llama with fewer key/value heads) runs on the CPU only.
+[[maybe_unused]] void cuda_heads_equal(int64_t group, const char* op) {
+    if (group != 1)
+        fail("{}: grouped-query attention ({} query heads per key/value head) runs on the CPU only, not on a GPU", op,
+             group);
+}
+}  // namespace
+
 void scores_counts(const Tensor& scores, const Tensor& nq, const Tensor& kc, int64_t P) {
     need(nq, DType::I8, "scores_counts", "queries");
-    const int64_t T = nq.dim(0);
+    need(scores, DType::I32, "scores_counts", "scores");
+    if (scores.rank() != 3) fail("scores_counts: scores {} must be [H, T, L]", scores.describe());
+    const int64_t T = nq.dim(0), H = scores.dim(0);
     need_cache(kc, DType::I8, P, T, "scores_counts");
-    const int64_t H = kc.dim(0), D = kc.dim(2);
+    const int64_t G = kc.dim(0), D = kc.dim(2), group = group_of(H, G, "scores_counts");
     need_shape(nq, {T, H * D}, "scores_counts", "queries");
-    need(scores, DType::I32, "scores_counts", "scores"), need_shape(scores, {H, T, P + T}, "scores_counts", "scores");
+    need_shape(scores, {H, T, P + T}, "scores_counts", "scores");
     const Device d = same_device("scores_counts", {&scores, &nq, &kc});
     if constexpr (kCuda)
-        if (d.is_cuda())
+        if (d.is_cuda()) {
+            cuda_heads_equal(group, "scores_counts");
             return cuda::scores_counts(d.index, scores.raw_data<int32_t>(), nq.raw_data<int8_t>(), kc.raw_data<int8_t>(), T,
                                        P, H, D, kc.dim(1));
-    cpu::scores_counts(scores.data<int32_t>(), nq.data<int8_t>(), kc.data<int8_t>(), T, P, H, D, kc.dim(1));
+        }
+    cpu::scores_counts(scores.data<int32_t>(), nq.data<int8_t>(), kc.data<int8_t>(), T, P, H, D, kc.dim(1), group);
 }
 
 void pv_counts(const Tensor& out, const Tensor& np, const Tensor& vc, int64_t P) {
     need(np, DType::I8, "pv_counts", "probabilities");
     if (np.rank() != 3) fail("pv_counts: probabilities {} must be [H, T, L]", np.describe());
-    const int64_t T = np.dim(1);
+    const int64_t H = np.dim(0), T = np.dim(1);
     need_cache(vc, DType::I8, P, T, "pv_counts");
-    const int64_t H = vc.dim(0), D = vc.dim(2);
+    const int64_t G = vc.dim(0), D = vc.dim(2), group = group_of(H, G, "pv_counts");
     need_shape(np, {H, T, P + T}, "pv_counts", "probabilities");
     need(out, DType::I32, "pv_counts", "out"), need_shape(out, {T, H * D}, "pv_counts", "out");
     const Device d = same_device("pv_counts", {&out, &np, &vc});
     if constexpr (kCuda)
-        if (d.is_cuda())
+        if (d.is_cuda()) {
+            cuda_heads_equal(group, "pv_counts");
             return cuda::pv_counts(d.index, out.raw_data<int32_t>(), np.raw_data<int8_t>(), vc.raw_data<int8_t>(), T, P, H,
                                    D, vc.dim(1));
-    cpu::pv_counts(out.data<int32_t>(), np.data<int8_t>(), vc.data<int8_t>(), T, P, H, D, vc.dim(1));
+        }
+    cpu::pv_counts(out.data<int32_t>(), np.data<int8_t>(), vc.data<int8_t>(), T, P, H, D, vc.dim(1), group);
 }
 
 int64_t scores_spikes(const Tensor& scores, const Tensor& qs, const Tensor& ks, const Tensor& kc, int64_t P,
                       const Tensor& run) {
     need(qs, DType::I8, "scores_spikes", "q spikes"), need(ks, DType::I8, "scores_spikes", "k spikes");
     if (qs.rank() != 3) fail("scores_spikes: q spikes {} must be [S, T, C]", qs.describe());
-    const int64_t S = qs.dim(0), T = qs.dim(1);
+    need(scores, DType::I32, "scores_spikes", "scores");
+    if (scores.rank() != 3) fail("scores_spikes: scores {} must be [H, T, L]", scores.describe());
+    const int64_t S = qs.dim(0), T = qs.dim(1), H = scores.dim(0);
     need_cache(kc, DType::I8, P, T, "scores_spikes");
-    const int64_t H = kc.dim(0), D = kc.dim(2);
-    need_shape(qs, {S, T, H * D}, "scores_spikes", "q spikes"), need_shape(ks, qs.shape(), "scores_spikes", "k spikes");
-    need(scores, DType::I32, "scores_spikes", "scores"), need_shape(scores, {H, T, P + T}, "scores_spikes", "scores");
+    const int64_t G = kc.dim(0), D = kc.dim(2), group = group_of(H, G, "scores_spikes");
+    need_shape(qs, {S, T, H * D}, "scores_spikes", "q spikes"), need_shape(ks, {S, T, G * D}, "scores_spikes", "k spikes");
+    need_shape(scores, {H, T, P + T}, "scores_spikes", "scores");
     const Device d = same_device("scores_spikes", {&scores, &qs, &ks, &kc, &run});
     if constexpr (kCuda)
-        if (d.is_cuda())  // the GPU keeps its running sums in registers: `run` is not needed
+        if (d.is_cuda()) {  // the GPU keeps its running sums in registers: `run` is not needed
+            cuda_heads_equal(group, "scores_spikes");
             return cuda::scores_spikes(d.index, scores.raw_data<int32_t>(), qs.raw_data<int8_t>(), ks.raw_data<int8_t>(),
                                        kc.raw_data<int8_t>(), int(S), T, P, H, D, kc.dim(1));
-    need_min(run, DType::I32, 2 * T * H * D, "scores_spikes", "running sums");
+        }
+    need_min(run, DType::I32, T * H * D + T * G * D, "scores_spikes", "running sums");
     return cpu::scores_spikes(scores.data<int32_t>(), qs.data<int8_t>(), ks.data<int8_t>(), kc.data<int8_t>(), int(S),
-                              T, P, H, D, kc.dim(1), run.data<int32_t>());
+                              T, P, H, D, kc.dim(1), run.data<int32_t>(), group);
 }
 
 int64_t pv_spikes(const Tensor& out, const Tensor& ps, const Tensor& vs, const Tensor& vc, int64_t P,
                   const Tensor& run) {
     need(ps, DType::I8, "pv_spikes", "probability spikes"), need(vs, DType::I8, "pv_spikes", "v spikes");
     if (ps.rank() != 4) fail("pv_spikes: probability spikes {} must be [S, H, T, L]", ps.describe());
-    const int64_t S = ps.dim(0), T = ps.dim(2);
+    const int64_t S = ps.dim(0), H = ps.dim(1), T = ps.dim(2);
     need_cache(vc, DType::I8, P, T, "pv_spikes");
-    const int64_t H = vc.dim(0), D = vc.dim(2);
+    const int64_t G = vc.dim(0), D = vc.dim(2), group = group_of(H, G, "pv_spikes");
     need_shape(ps, {S, H, T, P + T}, "pv_spikes", "probability spikes");
-    need_shape(vs, {S, T, H * D}, "pv_spikes", "v spikes");
+    need_shape(vs, {S, T, G * D}, "pv_spikes", "v spikes");
     need(out, DType::I32, "pv_spikes", "out"), need_shape(out, {T, H * D}, "pv_spikes", "out");
     const Device d = same_device("pv_spikes", {&out, &ps, &vs, &vc, &run});
     if constexpr (kCuda)
-        if (d.is_cuda())
+        if (d.is_cuda()) {
+            cuda_heads_equal(group, "pv_spikes");
             return cuda::pv_spikes(d.index, out.raw_data<int32_t>(), ps.raw_data<int8_t>(), vs.raw_data<int8_t>(),
                                    vc.raw_data<int8_t>(), int(S), T, P, H, D, vc.dim(1));
-    need_min(run, DType::I32, H * T * (P + T) + T * H * D, "pv_spikes", "running sums");
+        }
+    need_min(run, DType::I32, H * T * (P + T) + T * G * D, "pv_spikes", "running sums");
     return cpu::pv_spikes(out.data<int32_t>(), ps.data<int8_t>(), vs.data<int8_t>(), vc.data<int8_t>(), int(S), T, P,
-                          H, D, vc.dim(1), run.data<int32_t>());
+                          H, D, vc.dim(1), run.data<int32_t>(), group);
 }
 
 void dequantize_heads(const Tensor& out, const Tensor& in, const Tensor& mult) {
@@ -274,34 +301,40 @@ void softmax_causal(const Tensor& x, int64_t P) {
 
 void attention_scores(const Tensor& scores, const Tensor& qkv, const Tensor& kc, int64_t P, float scale) {
     need(qkv, DType::F32, "attention_scores", "qkv");
-    const int64_t T = qkv.dim(0);
+    need(scores, DType::F32, "attention_scores", "scores");
+    if (scores.rank() != 3) fail("attention_scores: scores {} must be [H, T, L]", scores.describe());
+    const int64_t T = qkv.dim(0), H = scores.dim(0);
     need_cache(kc, DType::F32, P, T, "attention_scores");
-    const int64_t H = kc.dim(0), D = kc.dim(2);
-    need_shape(qkv, {T, 3 * H * D}, "attention_scores", "qkv");
-    need(scores, DType::F32, "attention_scores", "scores"), need_shape(scores, {H, T, P + T}, "attention_scores", "scores");
+    const int64_t G = kc.dim(0), D = kc.dim(2), group = group_of(H, G, "attention_scores");
+    need_shape(qkv, {T, (H + 2 * G) * D}, "attention_scores", "qkv");
+    need_shape(scores, {H, T, P + T}, "attention_scores", "scores");
     const Device d = same_device("attention_scores", {&scores, &qkv, &kc});
     if constexpr (kCuda)
-        if (d.is_cuda())
+        if (d.is_cuda()) {
+            cuda_heads_equal(group, "attention_scores");
             return cuda::attention_scores(d.index, scores.raw_data<float>(), qkv.raw_data<float>(), 3 * H * D,
                                           kc.raw_data<float>(), T, P, H, D, kc.dim(1), scale);
-    cpu::attention_scores(scores.data<float>(), qkv.data<float>(), 3 * H * D, kc.data<float>(), T, P, H, D, kc.dim(1),
-                          scale);
+        }
+    cpu::attention_scores(scores.data<float>(), qkv.data<float>(), (H + 2 * G) * D, kc.data<float>(), T, P, H, D,
+                          kc.dim(1), scale, group);
 }
 
 void attention_pv(const Tensor& out, const Tensor& probs, const Tensor& vc, int64_t P) {
     need(probs, DType::F32, "attention_pv", "probabilities");
     if (probs.rank() != 3) fail("attention_pv: probabilities {} must be [H, T, L]", probs.describe());
-    const int64_t T = probs.dim(1);
+    const int64_t H = probs.dim(0), T = probs.dim(1);
     need_cache(vc, DType::F32, P, T, "attention_pv");
-    const int64_t H = vc.dim(0), D = vc.dim(2);
+    const int64_t G = vc.dim(0), D = vc.dim(2), group = group_of(H, G, "attention_pv");
     need_shape(probs, {H, T, P + T}, "attention_pv", "probabilities");
     need(out, DType::F32, "attention_pv", "out"), need_shape(out, {T, H * D}, "attention_pv", "out");
     const Device d = same_device("attention_pv", {&out, &probs, &vc});
     if constexpr (kCuda)
-        if (d.is_cuda())
+        if (d.is_cuda()) {
+            cuda_heads_equal(group, "attention_pv");
             return cuda::attention_pv(d.index, out.raw_data<float>(), H * D, probs.raw_data<float>(), vc.raw_data<float>(),
                                       T, P, H, D, vc.dim(1));
-    cpu::attention_pv(out.data<float>(), H * D, probs.data<float>(), vc.data<float>(), T, P, H, D, vc.dim(1));
+        }
+    cpu::attention_pv(out.data<float>(), H * D, probs.data<float>(), vc.data<float>(), T, P, H, D, vc.dim(1), group);
 }
 
 }  // namespace stac::kernels

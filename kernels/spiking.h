@@ -40,15 +40,20 @@ void linear_counts(const Tensor& out, const Tensor& counts, const Tensor& w, con
 int64_t linear_spikes(const Tensor& out, const Tensor& spikes, const Tensor& w, const Tensor& mult, const Tensor& b,
                       const Tensor& acc);
 
-// kc, vc: I8 [H, cap, D] receive the counts nk, nv: I8 [T, C] at rows pos0..pos0+T-1
+// Attention on counts and spikes supports grouped-query attention: H query heads (the leading dim
+// of the scores / probabilities) share the G key/value heads of the caches (H a multiple of G);
+// query head h reads key/value head h / (H / G). GPT-2 is the case G = H.
+//
+// kc, vc: I8 [G, cap, D] receive the counts nk, nv: I8 [T, G D] at rows pos0..pos0+T-1
 void kv_append_counts(const Tensor& kc, const Tensor& vc, const Tensor& nk, const Tensor& nv, int64_t pos0);
 
-// scores: I32 [H, T, L] = nq: I8 [T, C] against kc: I8 [H, cap, D] rows <= P + t
+// scores: I32 [H, T, L] = nq: I8 [T, H D] against kc: I8 [G, cap, D] rows <= P + t
 void scores_counts(const Tensor& scores, const Tensor& nq, const Tensor& kc, int64_t P);
-// out: I32 [T, C] = np: I8 [H, T, L] · vc: I8 [H, cap, D]
+// out: I32 [T, H D] = np: I8 [H, T, L] · vc: I8 [G, cap, D]
 void pv_counts(const Tensor& out, const Tensor& np, const Tensor& vc, int64_t P);
-// Temporal-difference versions on spike trains (qs, ks, vs: I8 [S, T, C]; ps: I8 [S, H, T, L]);
-// run: I32 scratch (2*T*C, resp. H*T*L + T*C). Equal to the count versions on the final counts.
+// Temporal-difference versions on spike trains (qs: I8 [S, T, H D]; ks, vs: I8 [S, T, G D]; ps: I8
+// [S, H, T, L]); run: I32 scratch (T*H*D + T*G*D, resp. H*T*L + T*G*D). Equal to the count versions
+// on the final counts.
 int64_t scores_spikes(const Tensor& scores, const Tensor& qs, const Tensor& ks, const Tensor& kc, int64_t P,
                       const Tensor& run);
 int64_t pv_spikes(const Tensor& out, const Tensor& ps, const Tensor& vs, const Tensor& vc, int64_t P,
@@ -60,9 +65,10 @@ void dequantize_heads(const Tensor& out, const Tensor& in, const Tensor& mult);
 
 // x: F32 [H, T, L], in place: causal softmax of every row (keys past P + t set to 0)
 void softmax_causal(const Tensor& x, int64_t P);
-// scores: F32 [H, T, L] = q · k * scale, q the first C columns of qkv: F32 [T, 3C]; kc: F32 [H, cap, D]
+// scores: F32 [H, T, L] = q · k * scale, q the first H D columns of qkv: F32 [T, (H + 2G) D]
+// (GPT-2: [T, 3C]); kc: F32 [G, cap, D]
 void attention_scores(const Tensor& scores, const Tensor& qkv, const Tensor& kc, int64_t P, float scale);
-// out: F32 [T, C] = probs: F32 [H, T, L] · vc: F32 [H, cap, D]
+// out: F32 [T, H D] = probs: F32 [H, T, L] · vc: F32 [G, cap, D]
 void attention_pv(const Tensor& out, const Tensor& probs, const Tensor& vc, int64_t P);
 
 }  // namespace stac::kernels

@@ -81,7 +81,7 @@ TEST_CASE("bundled: the ReLU model converts, saves and loads (units that never f
     ConvertOptions opt;
     opt.progress = false;
     opt.num_samples = 8;
-    const SnnSpec spec = convert_gpt2(base, tok.get(), opt);
+    const SnnSpec spec = convert_model(base, tok.get(), opt);
     for (int l = 0; l < int(base->config().n_layer); ++l)
         for (float c : spec.site(l, SiteKind::MlpAct).clip) {
             CAPTURE(l);

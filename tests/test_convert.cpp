@@ -72,7 +72,7 @@ std::string load_error(const fs::path& dir) {
 // A calibrated spec of a fixture (random ids as data).
 SnnSpec calibrated(const std::shared_ptr<const Gpt2Model>& base, ConvertOptions o, uint64_t seed = 1) {
     o.progress = false;
-    return convert_gpt2_on(base, random_samples(4, 20, int(base->config().vocab_size), seed), o);
+    return convert_model_on(base, random_samples(4, 20, int(base->config().vocab_size), seed), o);
 }
 
 // Every (layer, site) of a spec whose site is on: layer -1 is the LM head input.
@@ -583,7 +583,7 @@ TEST_CASE("convert: create_calibration_data") {
     }
 }
 
-TEST_CASE("convert: convert_gpt2 without data, simplified thresholds, granularity") {
+TEST_CASE("convert: convert_model without data, simplified thresholds, granularity") {
     const auto base = load_base(gpt2_fixture("tiny-gelu-f32"));
     const Gpt2Config& cfg = base->config();
     const int64_t C = cfg.n_embd, D = cfg.head_dim(), I = cfg.inner();
@@ -591,7 +591,7 @@ TEST_CASE("convert: convert_gpt2 without data, simplified thresholds, granularit
     ConvertOptions o;
     o.progress = false;
     try {
-        convert_gpt2(base, nullptr, o);
+        convert_model(base, nullptr, o);
         FAIL("converted without a tokenizer");
     } catch (const Error& e) {
         CHECK(contains(e.what(), "--simplified"));
@@ -607,9 +607,9 @@ TEST_CASE("convert: convert_gpt2 without data, simplified thresholds, granularit
         ConvertOptions x = o;
         x.simplified = true;
         bad(x);
-        CHECK_THROWS_AS(convert_gpt2(base, nullptr, x), Error);
+        CHECK_THROWS_AS(convert_model(base, nullptr, x), Error);
     }
-    CHECK_THROWS_AS(convert_gpt2_on(base, {}, o), Error);  // no samples
+    CHECK_THROWS_AS(convert_model_on(base, {}, o), Error);  // no samples
 
     auto width = [&](SiteKind k) { return k == SiteKind::Probs ? 1 : k == SiteKind::MlpAct ? I : C; };
     for (bool per_channel : {true, false}) {
@@ -618,7 +618,7 @@ TEST_CASE("convert: convert_gpt2 without data, simplified thresholds, granularit
         s.simplified = true;
         s.per_channel = per_channel;
         s.sites = SiteSet::parse("all");
-        const SnnSpec spec = convert_gpt2(base, nullptr, s);
+        const SnnSpec spec = convert_model(base, nullptr, s);
         CHECK(spec.simplified);
         int sites = 0;
         for_each_site(spec, [&](int l, SiteKind k) {

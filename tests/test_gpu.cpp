@@ -389,6 +389,25 @@ TEST_SUITE("gpu") {
         Tensor f2 = Tensor::empty({T, C}, DType::F32), f2g = Tensor::empty({T, C}, DType::F32, kGpu);
         kernels::dequantize_heads(f2, pc, mult), kernels::dequantize_heads(f2g, gpu(pc), gpu(mult));
         CHECK(same_bytes(f2g, f2));
+        // Grouped-query heads (H query heads over G < H cached heads) run on the CPU only.
+        const Tensor kc1 = Tensor::zeros({1, cap, D}, DType::I8, kGpu);
+        CHECK_THROWS_WITH_AS(kernels::scores_counts(sg, gpu(nq), kc1, P), doctest::Contains("runs on the CPU only"), Error);
+        CHECK_THROWS_WITH_AS(kernels::pv_counts(pg, gpu(np), kc1, P), doctest::Contains("runs on the CPU only"), Error);
+    }
+
+    TEST_CASE("gpu: split_qkv splits equal and grouped-query widths as the CPU does") {
+        STAC_REQUIRE_GPU();
+        for (auto [Cq, Ckv] : std::vector<std::pair<int64_t, int64_t>>{{48, 48}, {64, 16}}) {
+            const int64_t T = 5;
+            const Tensor qkv = rnd({T, Cq + 2 * Ckv}, 77);
+            Tensor q = Tensor::empty({T, Cq}, DType::F32), k = Tensor::empty({T, Ckv}, DType::F32), v = k.clone();
+            Tensor qg = Tensor::empty({T, Cq}, DType::F32, kGpu), kg = Tensor::empty({T, Ckv}, DType::F32, kGpu),
+                   vg = Tensor::empty({T, Ckv}, DType::F32, kGpu);
+            kernels::split_qkv(q, k, v, qkv), kernels::split_qkv(qg, kg, vg, gpu(qkv));
+            CHECK(same_bytes(qg, q));
+            CHECK(same_bytes(kg, k));
+            CHECK(same_bytes(vg, v));
+        }
     }
 
     TEST_CASE("gpu: GPT-2 logits and greedy continuations match the CPU and transformers") {
@@ -527,7 +546,7 @@ TEST_SUITE("gpu") {
             const int64_t V = base->info().vocab_size, T = 20;
             std::vector<int32_t> ids;
             for (int64_t t = 0; t < T; ++t) ids.push_back(int32_t((t * 37 + 11) % V));
-            auto logits = [&](const SpikingGpt2& m) {
+            auto logits = [&](const SpikingModel& m) {
                 Tensor l = Tensor::empty({T, V}, DType::F32);
                 auto st = m.new_state();
                 m.forward(ids, *st, LogitRows::All, l);

@@ -75,7 +75,7 @@ TEST_CASE("snn: layer-wise SNN equals the QANN bit for bit on both paths") {
         o.sites = SiteSet::parse(c.sites);
         o.simplified = c.simplified;
         o.progress = false;
-        const SnnSpec spec = c.simplified ? simplified_spec(*base, o) : convert_gpt2_on(base, random_samples(6, 24, V, 1), o);
+        const SnnSpec spec = c.simplified ? simplified_spec(*base, o) : convert_model_on(base, random_samples(6, 24, V, 1), o);
         SpikingGpt2 qann(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, c.S});
         SpikingGpt2 count(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Count, c.S});
         SpikingGpt2 spike(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, c.S});
@@ -110,7 +110,7 @@ TEST_CASE("snn: the streaming schedule approaches the QANN as S grows") {
     ConvertOptions o;
     o.levels = 8;
     o.progress = false;
-    const SnnSpec spec = convert_gpt2_on(base, random_samples(6, 24, V, 3), o);
+    const SnnSpec spec = convert_model_on(base, random_samples(6, 24, V, 3), o);
     SpikingGpt2 qann(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 8});
     const auto ids = random_samples(1, 12, V, 4)[0];
     const auto q = run(qann, ids);

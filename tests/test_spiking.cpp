@@ -960,3 +960,80 @@ TEST_CASE("spiking: ConstantCurrent (the fused neuron kernels' stepping) yields 
         }
     CHECK(cases == 77);
 }
+
+TEST_CASE("spiking: grouped-query attention on counts and spikes equals MHA with repeated key/value heads") {
+    // H query heads share G key/value heads (query head h reads h / (H / G)); the result must equal
+    // the plain (G = H) kernels on caches and k/v trains whose heads are repeated H / G times.
+    std::mt19937_64 rng(91);
+    for (auto [T, P, H, G, D, S] : std::vector<std::array<int64_t, 6>>{
+             {1, 0, 2, 1, 3, 4}, {3, 2, 6, 2, 4, 8}, {4, 5, 4, 4, 2, 6}, {2, 7, 8, 2, 3, 12}}) {
+        INFO(fmt::format("T {} P {} H {} G {} D {} S {}", T, P, H, G, D, S));
+        const int64_t Cq = H * D, Ck = G * D, group = H / G, Lk = P + T, cap = P + T + 1;
+        const int cm = int(std::min<int64_t>(S, 127));
+        auto nq = random_counts(size_t(T * Cq), -cm, cm, rng), nk = random_counts(size_t(T * Ck), -cm, cm, rng),
+             nv = random_counts(size_t(T * Ck), -cm, cm, rng);
+        std::vector<int8_t> qs(size_t(S * T * Cq)), ks(size_t(S * T * Ck)), vs(ks.size());
+        for (int64_t i = 0; i < T * Cq; ++i) spike_train(qs.data() + i, T * Cq, int(S), nq[size_t(i)], rng);
+        for (int64_t i = 0; i < T * Ck; ++i) {
+            spike_train(ks.data() + i, T * Ck, int(S), nk[size_t(i)], rng);
+            spike_train(vs.data() + i, T * Ck, int(S), nv[size_t(i)], rng);
+        }
+        // kc, vc: [G, cap, D] with the chunk appended at rows P..; the expanded copies [H, cap, D].
+        Tensor kc = Tensor::empty({G, cap, D}, DType::I8), vc = Tensor::empty({G, cap, D}, DType::I8);
+        const auto k0 = random_counts(size_t(G * cap * D), -127, 127, rng), v0 = random_counts(k0.size(), -127, 127, rng);
+        std::copy(k0.begin(), k0.end(), kc.data<int8_t>()), std::copy(v0.begin(), v0.end(), vc.data<int8_t>());
+        auto tensor8 = [](const std::vector<int8_t>& v, Shape s) {
+            Tensor t = Tensor::empty(s, DType::I8);
+            std::copy(v.begin(), v.end(), t.data<int8_t>());
+            return t;
+        };
+        const Tensor tq = tensor8(nq, {T, Cq}), tk = tensor8(nk, {T, Ck}), tv = tensor8(nv, {T, Ck});
+        kernels::kv_append_counts(kc, vc, tk, tv, P);
+        // Expanded: head h of the MHA copy is key/value head h / group.
+        auto expand_cache = [&](const Tensor& c) {
+            Tensor e = Tensor::empty({H, cap, D}, DType::I8);
+            for (int64_t h = 0; h < H; ++h)
+                std::memcpy(e.data<int8_t>() + h * cap * D, c.data<int8_t>() + (h / group) * cap * D, size_t(cap * D));
+            return e;
+        };
+        auto expand_rows = [&](const std::vector<int8_t>& x, int64_t rows) {  // [rows, G D] -> [rows, H D]
+            std::vector<int8_t> e(size_t(rows * Cq));
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t h = 0; h < H; ++h)
+                    std::memcpy(e.data() + r * Cq + h * D, x.data() + r * Ck + (h / group) * D, size_t(D));
+            return e;
+        };
+        const Tensor kce = expand_cache(kc), vce = expand_cache(vc);
+        const Tensor kse = tensor8(expand_rows(ks, S * T), {S, T, Cq}), vse = tensor8(expand_rows(vs, S * T), {S, T, Cq});
+        const Tensor tqs = tensor8(qs, {S, T, Cq}), tks = tensor8(ks, {S, T, Ck}), tvs = tensor8(vs, {S, T, Ck});
+
+        Tensor sg = Tensor::empty({H, T, Lk}, DType::I32), se = Tensor::empty({H, T, Lk}, DType::I32),
+               sgs = Tensor::empty({H, T, Lk}, DType::I32), run = Tensor::empty({H * T * Lk + 2 * T * Cq}, DType::I32);
+        kernels::scores_counts(sg, tq, kc, P);
+        kernels::scores_counts(se, tq, kce, P);
+        kernels::scores_spikes(sgs, tqs, tks, kc, P, run);
+        CHECK(std::memcmp(sg.raw(), se.raw(), size_t(sg.nbytes())) == 0);
+        CHECK(std::memcmp(sgs.raw(), se.raw(), size_t(sg.nbytes())) == 0);
+        // A k train with H heads against a G-head cache is refused by name.
+        if (G < H) CHECK_THROWS_WITH_AS(kernels::scores_spikes(sgs, tqs, kse, kc, P, run), doctest::Contains("k spikes"), Error);
+        if (G < H) CHECK_THROWS_AS(kernels::scores_counts(sg, tensor8(nk, {T, Ck}), kc, P), Error);  // queries too narrow
+
+        const auto np = random_counts(size_t(H * T * Lk), 0, cm, rng);
+        std::vector<int8_t> ps(size_t(S * H * T * Lk));
+        for (int64_t i = 0; i < H * T * Lk; ++i) spike_train(ps.data() + i, H * T * Lk, int(S), np[size_t(i)], rng);
+        const Tensor tnp = tensor8(np, {H, T, Lk}), tps = tensor8(ps, {S, H, T, Lk});
+        Tensor og = Tensor::empty({T, Cq}, DType::I32), oe = Tensor::empty({T, Cq}, DType::I32), ogs = Tensor::empty({T, Cq}, DType::I32),
+               oes = Tensor::empty({T, Cq}, DType::I32);
+        kernels::pv_counts(og, tnp, vc, P);
+        kernels::pv_counts(oe, tnp, vce, P);
+        kernels::pv_spikes(ogs, tps, tvs, vc, P, run);
+        kernels::pv_spikes(oes, tps, vse, vce, P, run);
+        CHECK(std::memcmp(og.raw(), oe.raw(), size_t(og.nbytes())) == 0);
+        CHECK(std::memcmp(ogs.raw(), oe.raw(), size_t(og.nbytes())) == 0);
+        CHECK(std::memcmp(oes.raw(), oe.raw(), size_t(og.nbytes())) == 0);
+    }
+    // Heads that do not share evenly are refused.
+    Tensor kc = Tensor::zeros({4, 4, 2}, DType::I8);
+    CHECK_THROWS_WITH_AS(kernels::scores_counts(Tensor::empty({6, 1, 1}, DType::I32), Tensor::zeros({1, 12}, DType::I8), kc, 0),
+                         doctest::Contains("do not share"), Error);
+}

@@ -157,7 +157,7 @@ void add_model_option(ArgParser& p) {
     p.option("weights-dtype", "f32|f16|bf16", "dtype of a float GPT-2's weight matrices, with f32 activations and sums either way: bf16 on the CPU uses the AVX-512 BF16 kernels (half the bytes per decode step); f16 needs a GPU", "f32");
 }
 
-Placement placement_from(const ArgParser& p) {
+Placement placement_from(const ArgParser& p, bool require_present) {
     Placement where;
     try {
         where.device = Device::parse(p.get("device"));
@@ -171,7 +171,7 @@ Placement placement_from(const ArgParser& p) {
     else throw UsageError(fmt::format("--weights-dtype: '{}' is not f32, f16 or bf16", w));
     if (where.device.is_cpu() && where.weights == DType::F16)
         throw UsageError("--weights-dtype f16 needs --device cuda (the CPU computes from f32 or bf16 weights)");
-    require_device(where.device);
+    if (require_present) require_device(where.device);
     return where;
 }
 
@@ -254,7 +254,9 @@ fs::path model_dir_from(const ArgParser& p) {
 OpenModel open_model(const ArgParser& p) {
     OpenModel m;
     m.dir = model_dir_from(p);
-    if (p.knows("device")) m.placement = placement_from(p);
+    // The device is checked when the model moves there (load_language_model, SpikingModel::to), so
+    // that a Llama SNN says it runs on the CPU only whether or not a GPU is present.
+    if (p.knows("device")) m.placement = placement_from(p, false);
     if (is_snn_dir(m.dir)) {
         LoadedSnn l = load_snn_model(m.dir);
         RunOptions run;
@@ -278,8 +280,8 @@ OpenModel open_model(const ArgParser& p) {
         }
         if (m.placement.weights != DType::F32)
             throw UsageError("--weights-dtype: an SNN directory runs from f32 weights (its exact integer layers need them)");
-        m.snn = std::make_shared<SpikingGpt2>(l.base, std::move(l.spec), run);
-        if (!m.placement.device.is_cpu()) m.snn = m.snn->to(m.placement.device);
+        m.snn = l.make(run);
+        if (!m.placement.device.is_cpu()) m.snn = m.snn->to(m.placement.device);  // a Llama SNN refuses a GPU
         m.model = m.snn;
     } else {
         if (p.knows("path") && (p.has("qann") || p.has("schedule") || p.has("timesteps") || p.has("path")))

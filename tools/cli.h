@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "convert/spiking_gpt2.h"
+#include "convert/spiking_model.h"
 #include "models/language_model.h"
 #include "models/sampler.h"
 #include "models/tokenizer.h"
@@ -62,8 +62,9 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
 // Options every model-taking command shares: --model, --threads, --device and --weights-dtype.
 void add_model_option(ArgParser& p);
 // Where --device and --weights-dtype put the model. UsageError for malformed values; stac::Error
-// naming the device when it is not compiled in, missing or busy.
-Placement placement_from(const ArgParser& p);
+// naming the device when it is not compiled in, missing or busy (unless !require_present: then the
+// caller's move to the device checks it, e.g. after an SNN directory said which model it holds).
+Placement placement_from(const ArgParser& p, bool require_present = true);
 // For commands that run on the CPU only so far: checks the device exists, then refuses a GPU clearly.
 void require_cpu(const ArgParser& p, const char* command);
 // Sets the kernels' thread count from --threads, if given (model_dir_from does it too).
@@ -77,7 +78,7 @@ SamplingOptions sampling_from(const ArgParser& p);
 struct OpenModel {
     std::filesystem::path dir;
     std::shared_ptr<LanguageModel> model;   // what runs: the float model, or the SNN (or its QANN)
-    std::shared_ptr<SpikingGpt2> snn;       // set when dir is an SNN directory
+    std::shared_ptr<SpikingModel> snn;      // set when dir is an SNN directory (GPT-2 or Llama)
     std::unique_ptr<Tokenizer> tokenizer;
     Placement placement;                    // where the model runs
     std::string describe() const;           // "gpt2 float" / "SNN layerwise spike S=16 L=8" ...

@@ -155,7 +155,8 @@ int cmd_bench(int argc, char** argv) {
         const fs::path dir = model_dir_from(p);
         if (is_snn_dir(dir)) {
             LoadedSnn l = load_snn_model(dir);
-            base = std::const_pointer_cast<Gpt2Model>(l.base);
+            base = std::const_pointer_cast<Gpt2Model>(std::dynamic_pointer_cast<const Gpt2Model>(l.base));
+            if (!base) throw UsageError(fmt::format("stac bench runs GPT-2 models; {} is {}", dir.string(), l.base->info().architecture));
             snn_spec = std::move(l.spec);
         } else {
             std::shared_ptr<LanguageModel> m = load_language_model(dir);
@@ -181,7 +182,7 @@ int cmd_bench(int argc, char** argv) {
         o.progress = !quiet;
         std::vector<std::vector<int32_t>> data;
         for (int i = 0; i < 4; ++i) data.push_back(random_ids(std::min<int64_t>(64, cfg.n_positions)));
-        snn_spec = convert_gpt2_on(base, data, o);
+        snn_spec = convert_model_on(base, data, o);
     }
 
     // The configurations, in the order asked.

@@ -33,18 +33,19 @@ std::vector<int> parse_int_list(const std::string& text, const std::string& opti
 }
 
 // The built-in QANN = SNN check after a conversion: one prompt through both, layer-wise.
-float self_check(const std::shared_ptr<const Gpt2Model>& base, const SnnSpec& spec, const Tokenizer* tok) {
+float self_check(const std::shared_ptr<const LanguageModel>& base, const SnnSpec& spec, const Tokenizer* tok) {
     std::vector<int32_t> ids;
+    const int64_t V = base->info().vocab_size;
     if (tok) ids = tok->encode(builtin_calibration_prompts()[1], {.allow_special = false});
-    if (ids.empty() || int64_t(ids.size()) > base->config().n_positions)
-        for (int i = 0; i < 8; ++i) ids.push_back(int32_t(i % base->config().vocab_size));
-    const int64_t T = int64_t(ids.size()), V = base->config().vocab_size;
-    SpikingGpt2 q(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, spec.timesteps});
-    SpikingGpt2 s(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, spec.timesteps});
+    if (ids.empty() || int64_t(ids.size()) > base->info().n_positions)
+        for (int i = 0; i < 8; ++i) ids.push_back(int32_t(i % V));
+    const int64_t T = int64_t(ids.size());
+    const auto q = make_spiking_model(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, spec.timesteps});
+    const auto s = make_spiking_model(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, spec.timesteps});
     Tensor a = Tensor::empty({T, V}, DType::F32), b = Tensor::empty({T, V}, DType::F32);
-    auto sa = q.new_state(T), sb = s.new_state(T);
-    q.forward(ids, *sa, LogitRows::All, a);
-    s.forward(ids, *sb, LogitRows::All, b);
+    auto sa = q->new_state(T), sb = s->new_state(T);
+    q->forward(ids, *sa, LogitRows::All, a);
+    s->forward(ids, *sb, LogitRows::All, b);
     float m = 0;
     for (int64_t i = 0; i < T * V; ++i) m = std::max(m, std::fabs(a.data<float>()[i] - b.data<float>()[i]));
     return m;
@@ -54,7 +55,7 @@ float self_check(const std::shared_ptr<const Gpt2Model>& base, const SnnSpec& sp
 
 int cmd_convert(int argc, char** argv) {
     ArgParser p("convert", "--model DIR --out SNNDIR [options]",
-                "Converts a GPT-2 into a spiking network (DESIGN §5) and writes an SNN directory: the model's files\n"
+                "Converts a GPT-2 or a Llama (SmolLM2) into a spiking network (DESIGN §5) and writes an SNN directory: the model's files\n"
                 "plus snn_config.json and snn.safetensors (thresholds per site, per channel where chosen). Runs the\n"
                 "float model over calibration text (the built-in prompts, plus --calib) and sets each site's\n"
                 "threshold from the --percentile of |x|. Given an SNN directory as --model, only re-times it\n"
@@ -63,15 +64,15 @@ int cmd_convert(int argc, char** argv) {
     p.option("out", "SNNDIR", "where to write the SNN directory");
     p.option("timesteps", "S", "timesteps per token chunk (S >= L keeps the layer-wise SNN equal to its QANN)", "16");
     p.option("levels", "L", "quantization levels per site: counts in [-L, L] (signed) or [0, L], L <= 127", "8");
-    p.option("activation", "keep|relu", "keep GELU (a temporal-difference operator) or replace it by ReLU", "keep");
+    p.option("activation", "keep|relu", "keep GELU (a temporal-difference operator) or replace it by ReLU (GPT-2; Llama keeps its SiLU gate)", "keep");
     p.option("granularity", "channel|tensor", "thresholds per channel (Q, K, V: per head) or per tensor", "channel");
     p.option("percentile", "P", "percentile of |x| a site's largest count stands for (100 = max)", "99.9");
     p.option("sites", "LIST", "spiking sites: default, all, none, or a list of attn_in, attn (q,k,v,probs), attn_out, mlp_in, mlp_act, lm_head_in", "default");
-    p.option("schedule", "layerwise|streaming", "the schedule the SNN runs in by default", "layerwise");
+    p.option("schedule", "layerwise|streaming", "the schedule the SNN runs in by default (streaming: GPT-2 only)", "layerwise");
     p.option("calib", "FILE", "more calibration text (samples split at blank lines, or lines)");
     p.option("num-samples", "N", "calibration samples in all (built-in prompts first)", "64");
     p.option("max-length", "N", "tokens per calibration sample at most", "128");
-    p.flag("simplified", "thresholds from the weights alone, no calibration data (lower fidelity)");
+    p.flag("simplified", "thresholds from the weights alone, no calibration data (lower fidelity; GPT-2 only)");
     p.flag("quiet", "no progress bar or summary");
     if (!p.parse(argc, argv, 2)) return 0;
     require_cpu(p, "convert");
@@ -119,11 +120,11 @@ int cmd_convert(int argc, char** argv) {
         std::fprintf(stderr, "warning: S = %d < L = %d: spike counts cannot reach the top levels; the SNN will not equal its QANN\n",
                      o.timesteps, o.levels);
 
-    std::shared_ptr<const Gpt2Model> base = Gpt2Model::load(dir);
-    if (act == "gelu" && base->config().activation == Activation::Relu)
+    std::shared_ptr<const LanguageModel> base = load_language_model(dir);
+    if (const auto* g = dynamic_cast<const Gpt2Model*>(base.get()); g && act == "gelu" && g->config().activation == Activation::Relu)
         throw UsageError("--activation gelu: the model uses ReLU; GELU cannot be put back (use keep)");
     const auto tok = load_tokenizer(dir);
-    const SnnSpec spec = convert_gpt2(base, tok.get(), o);
+    const SnnSpec spec = convert_model(base, tok.get(), o);
     save_snn_model(out, dir, spec);
     const float check = self_check(base, spec, tok.get());
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -149,7 +150,7 @@ int cmd_eval(int argc, char** argv) {
                 "agreement and KL divergence against the ANN, the largest logit difference against the QANN, and\n"
                 "spikes, synaptic operations and the energy estimate (DESIGN §5). --model may itself be the SNN\n"
                 "directory. The text is cut into windows of --window tokens, each run from an empty cache.\n"
-                "--sweep adds a table over L and S (layer-wise and streaming), written with --json and drawn with --plot.");
+                "--sweep adds a table over L and S (layer-wise, and streaming for GPT-2), written with --json and drawn with --plot.");
     add_model_option(p);
     p.option("snn", "SNNDIR", "the converted model (default: --model, if it is an SNN directory)");
     p.option("text", "FILE", "evaluation text (default: models/bundled/heldout.txt of this source tree, if present)");
@@ -163,7 +164,7 @@ int cmd_eval(int argc, char** argv) {
     p.flag("quiet", "no progress bars");
     if (!p.parse(argc, argv, 2)) return 0;
     // The models run where --device says (the SNN is built on the CPU, then uploaded).
-    const Placement where = placement_from(p);
+    const Placement where = placement_from(p, false);  // checked by SpikingModel::to (a Llama SNN: CPU only)
     if (where.weights != DType::F32) throw UsageError("--weights-dtype: eval runs from f32 weights (the SNN's exact layers need them)");
     const bool quiet = p.has("quiet");
 
@@ -176,8 +177,8 @@ int cmd_eval(int argc, char** argv) {
         // --model is the float source: it must be the very model the SNN was converted from.
         const json cfg = read_json_file(snn_dir / "snn_config.json");
         const std::string want = cfg.value("/source_model/sha256"_json_pointer, std::string());
-        if (sha256_file(model_dir / "model.safetensors") != want)
-            fail("{}: model.safetensors is not the model {} was converted from", model_dir.string(), snn_dir.string());
+        if (source_weights_sha256(model_dir) != want)
+            fail("{}: the weights are not the model {} was converted from", model_dir.string(), snn_dir.string());
     }
     LoadedSnn l = load_snn_model(snn_dir);
     const auto tok = load_tokenizer(snn_dir);
@@ -198,17 +199,17 @@ int cmd_eval(int argc, char** argv) {
     std::vector<int32_t> ids = tok->encode(text, {.allow_special = false});
     const int64_t max_tokens = p.get_int("max-tokens", 2, int64_t(1) << 30);
     if (int64_t(ids.size()) > max_tokens) ids.resize(size_t(max_tokens));
-    int64_t window = p.get_int("window", 0, l.base->config().n_positions);
-    if (window == 0) window = l.base->config().n_positions;
+    int64_t window = p.get_int("window", 0, l.base->info().n_positions);
+    if (window == 0) window = l.base->info().n_positions;
     const auto windows = text_windows(ids, window);
     if (windows.empty()) fail("{}: too little text to evaluate", text_path.string());
 
-    const std::shared_ptr<const Gpt2Model> ann_here = where.device.is_cpu() ? l.base : std::shared_ptr<const Gpt2Model>(l.base->to(where));
-    const Gpt2Model& ann = *ann_here;
-    const auto qann = SpikingGpt2(l.base, l.spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, run.timesteps}).to(where.device);
-    std::unique_ptr<SpikingGpt2> snn;
-    if (!p.has("qann"))
-        snn = SpikingGpt2(l.base, l.spec, RunOptions{RunMode::Snn, run.schedule, run.path, run.timesteps}).to(where.device);
+    // Built on the CPU, then moved to --device (a Llama SNN runs on the CPU only and refuses a GPU);
+    // the ANN is the QANN's base model, on the same device.
+    const auto qann = l.make({RunMode::Qann, Schedule::LayerWise, SpikePath::Count, run.timesteps})->to(where.device);
+    const LanguageModel& ann = qann->ann();
+    std::unique_ptr<SpikingModel> snn;
+    if (!p.has("qann")) snn = l.make(RunOptions{RunMode::Snn, run.schedule, run.path, run.timesteps})->to(where.device);
     const Evaluation ev = evaluate(ann, qann.get(), snn.get(), windows, !quiet);
 
     json out = {{"snn", snn_dir.string()},
@@ -253,9 +254,9 @@ int cmd_eval(int argc, char** argv) {
             SnnSpec spec = l.spec;
             set_levels(spec, L);
             const std::string note = calibrate_timesteps(spec, S);
-            const auto q = SpikingGpt2(l.base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, S}).to(where.device);
-            const auto s = SpikingGpt2(l.base, spec, {RunMode::Snn, sch, sch == Schedule::LayerWise ? SpikePath::Count : SpikePath::Spike, S})
-                               .to(where.device);
+            const auto q = make_spiking_model(l.base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, S})->to(where.device);
+            const auto s = make_spiking_model(l.base, spec, {RunMode::Snn, sch, sch == Schedule::LayerWise ? SpikePath::Count : SpikePath::Spike, S})
+                               ->to(where.device);
             const Evaluation e = evaluate(ann, q.get(), s.get(), windows, false);
             const SpikeStats& ss = s->stats();
             const double ratio = ss.snn_energy_joules() / std::max(ss.ann_energy_joules(), 1e-30);
@@ -275,7 +276,7 @@ int cmd_eval(int argc, char** argv) {
             for (int S : {std::max(1, L / 2), L, 2 * L}) row(Schedule::LayerWise, L, S, sa, sp, se);
             agree_series.push_back(sa), ppl_series.push_back(sp), energy_series.push_back(se);
         }
-        if (l.spec.sites.attention()) {
+        if (l.spec.sites.attention() && l.spec.architecture == "gpt2") {  // streaming: GPT-2 only
             const int L = l.spec.levels;
             Series sa{fmt::format("streaming L={}", L), {}, {}}, sp = sa, se = sa;
             for (int S : {L, 2 * L, 4 * L, 8 * L}) row(Schedule::Streaming, L, S, sa, sp, se);

@@ -52,9 +52,9 @@ int cmd_demo(int argc, char** argv) {
         fmt::print("== converting {} to a spiking network (S = {}, L = {}) into {}\n", src.string(), o.timesteps, o.levels,
                    snn_dir.string());
         std::fflush(stdout);
-        std::shared_ptr<const Gpt2Model> base = Gpt2Model::load(src);
+        std::shared_ptr<const LanguageModel> base = load_language_model(src);
         const auto tok = load_tokenizer(src);
-        const SnnSpec spec = convert_gpt2(base, tok.get(), o);
+        const SnnSpec spec = convert_model(base, tok.get(), o);
         save_snn_model(snn_dir, src, spec);
         fmt::print("   calibrated on {} samples ({} tokens) in {:.1f} s\n", spec.calibration.value("samples", 0),
                    spec.calibration.value("tokens", 0), elapsed());
@@ -68,7 +68,7 @@ int cmd_demo(int argc, char** argv) {
     } catch (const Error& e) {
         throw UsageError(e.what());
     }
-    auto snn = std::make_shared<SpikingGpt2>(l.base, l.spec, run);
+    std::shared_ptr<SpikingModel> snn = l.make(run);
     const int64_t max_new = p.get_int("max-new-tokens", 1, 1024);
 
     // 2. A scripted conversation, float and spiking side by side.
@@ -99,12 +99,12 @@ int cmd_demo(int argc, char** argv) {
         }
     const int64_t n_eval = p.get_int("eval-tokens", 2, int64_t(1) << 30);
     if (int64_t(ids.size()) > n_eval) ids.resize(size_t(n_eval));
-    const auto windows = text_windows(ids, l.base->config().n_positions);
+    const auto windows = text_windows(ids, std::min<int64_t>(l.base->info().n_positions, 1024));
     fmt::print("\n== held-out text: {} tokens of {}\n", ids.size(), fs::exists(text_path) ? text_path.string() : "the built-in prompts");
     std::fflush(stdout);
-    SpikingGpt2 qann(l.base, l.spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, l.spec.timesteps});
+    const auto qann = l.make({RunMode::Qann, Schedule::LayerWise, SpikePath::Count, l.spec.timesteps});
     snn->reset_stats();
-    const Evaluation ev = evaluate(*l.base, &qann, snn.get(), windows, true);
+    const Evaluation ev = evaluate(*l.base, qann.get(), snn.get(), windows, true);
     const SpikeStats& ss = snn->stats();
     const double per = ss.tokens ? 1.0 / double(ss.tokens) : 0.0;
 

@@ -122,7 +122,7 @@ int cmd_inspect(int argc, char** argv) {
     p.flag("json", "print JSON instead of text");
     if (!p.parse(argc, argv, 2)) return 0;
     OpenModel m = open_model(p);
-    const Gpt2Model* gpt2 = m.snn ? &m.snn->base() : dynamic_cast<const Gpt2Model*>(m.model.get());
+    const Gpt2Model* gpt2 = dynamic_cast<const Gpt2Model*>(m.snn ? &m.snn->ann() : m.model.get());
     if (!gpt2) fail("{}: inspect knows only GPT-2 models", m.dir.string());
     const Gpt2Config& c = gpt2->config();
     const Gpt2Weights& w = gpt2->weights();

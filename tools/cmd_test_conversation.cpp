@@ -61,7 +61,7 @@ int cmd_test_conversation(int argc, char** argv) {
     const double tol = p.get_double("tolerance");
     const std::filesystem::path dir = model_dir_from(p);
 
-    std::shared_ptr<const Gpt2Model> base;
+    std::shared_ptr<const LanguageModel> base;
     SnnSpec spec;
     std::string origin;
     if (is_snn_dir(dir)) {
@@ -70,18 +70,29 @@ int cmd_test_conversation(int argc, char** argv) {
         spec = std::move(l.spec);
         origin = "SNN directory";
     } else {
-        base = Gpt2Model::load(dir);
+        base = load_language_model(dir);
         ConvertOptions o;
-        o.simplified = true;
-        spec = simplified_spec(*base, o);
-        origin = "float model, simplified in-memory conversion";
+        o.progress = false;
+        if (const auto* g = dynamic_cast<const Gpt2Model*>(base.get())) {
+            o.simplified = true;
+            spec = simplified_spec(*g, o);
+            origin = "float model, simplified in-memory conversion";
+        } else {  // no weight-only thresholds for this architecture: calibrate on pseudo-random ids
+            std::mt19937 rng(11);
+            std::vector<std::vector<int32_t>> data(4);
+            for (auto& d : data)
+                for (int i = 0; i < 16; ++i) d.push_back(int32_t(rng() % uint32_t(base->info().vocab_size)));
+            spec = convert_model_on(base, data, o);
+            origin = "float model, in-memory conversion calibrated on pseudo-random ids";
+        }
     }
     const int S = p.has("timesteps") ? int(p.get_int("timesteps", 1, 4096)) : spec.timesteps;
     const auto tok = load_tokenizer(dir);
-    const int64_t V = base->config().vocab_size, n_pos = base->config().n_positions;
-    auto snn = std::make_shared<SpikingGpt2>(base, spec, RunOptions{RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, S});
-    SpikingGpt2 qann(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, S});
-    fmt::print("{}: {} ({} layers, n_positions {}), S = {}, L = {}\n", dir.string(), origin, base->config().n_layer, n_pos, S,
+    const int64_t V = base->info().vocab_size, n_pos = base->info().n_positions;
+    std::shared_ptr<const SpikingModel> snn = make_spiking_model(base, spec, RunOptions{RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, S});
+    const auto qann_model = make_spiking_model(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, S});
+    const SpikingModel& qann = *qann_model;
+    fmt::print("{}: {} ({} layers, n_positions {}), S = {}, L = {}\n", dir.string(), origin, spec.layers.size(), n_pos, S,
                spec.levels);
 
     // Three turns: the chat template when there is a tokenizer, else fixed pseudo-random ids.

@@ -23,7 +23,7 @@ Commands:
   tokenize   text to token ids as a JSON array (--decode: ids back to text)
   logits     JSON logits of every position for --ids or --prompt (--incremental: through the KV cache)
   inspect    a model directory's config, parameter count, dtypes, bytes and tokenizer
-  convert    ANN -> SNN: calibrate, set thresholds, write an SNN directory (or re-time one)
+  convert    ANN -> SNN (GPT-2 or Llama): calibrate, set thresholds, write an SNN directory (or re-time one)
   eval       perplexity, agreement and KL of the QANN and SNN against the ANN, spikes and energy (--sweep)
   test-conversation   checks positions, masks and cached multi-turn = one-shot for ANN, QANN and SNN
   bench      tokens per second (pp512, tg128, ...) of the ANN (f32, bf16), QANN and SNN paths, JSON out

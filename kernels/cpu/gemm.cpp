@@ -27,6 +27,7 @@ void apply_act(float* y, int64_t n, Activation act) {
         case Activation::GeluTanh: for (int64_t i = 0; i < n; ++i) y[i] = gelu_tanh(y[i]); break;
         case Activation::GeluErf: for (int64_t i = 0; i < n; ++i) y[i] = gelu_erf(y[i]); break;
         case Activation::Relu: for (int64_t i = 0; i < n; ++i) y[i] = relu(y[i]); break;
+        case Activation::Silu: for (int64_t i = 0; i < n; ++i) y[i] = silu(y[i]); break;
     }
 }
 

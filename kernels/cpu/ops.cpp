@@ -51,6 +51,7 @@ void activation(float* x, int64_t n, Activation act) {
         case Activation::GeluTanh: for (int64_t i = 0; i < n; ++i) x[i] = gelu_tanh(x[i]); break;
         case Activation::GeluErf: for (int64_t i = 0; i < n; ++i) x[i] = gelu_erf(x[i]); break;
         case Activation::Relu: for (int64_t i = 0; i < n; ++i) x[i] = relu(x[i]); break;
+        case Activation::Silu: for (int64_t i = 0; i < n; ++i) x[i] = silu(x[i]); break;
     }
 }
 
@@ -179,11 +180,11 @@ void rope(float* x, int64_t ldx, int64_t T, int64_t nh, int64_t D, int64_t pos0,
 }
 
 void attention_scores(float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P, int64_t H,
-                      int64_t D, int64_t cap, float scale) {
+                      int64_t D, int64_t cap, float scale, int64_t group) {
     const int64_t L = P + T;
     for (int64_t h = 0; h < H; ++h) {
         Eigen::Map<const RowMat, 0, Strided> Q(q + h * D, T, D, Strided(ldq));
-        Eigen::Map<const RowMat> K(kc + h * cap * D, L, D);
+        Eigen::Map<const RowMat> K(kc + (h / group) * cap * D, L, D);
         Eigen::Map<RowMat> S(scores + h * T * L, T, L);
         S.noalias() = (Q * K.transpose()) * scale;
         for (int64_t t = 0; t < T; ++t)
@@ -192,10 +193,10 @@ void attention_scores(float* scores, const float* q, int64_t ldq, const float* k
 }
 
 void attention_pv(float* out, int64_t ldo, const float* probs, const float* vc, int64_t T, int64_t P, int64_t H,
-                  int64_t D, int64_t cap) {
+                  int64_t D, int64_t cap, int64_t group) {
     const int64_t L = P + T;
     for (int64_t h = 0; h < H; ++h) {
-        Eigen::Map<const RowMat> Pm(probs + h * T * L, T, L), V(vc + h * cap * D, L, D);
+        Eigen::Map<const RowMat> Pm(probs + h * T * L, T, L), V(vc + (h / group) * cap * D, L, D);
         Eigen::Map<RowMat, 0, Strided> O(out + h * D, T, D, Strided(ldo));
         O.noalias() = Pm * V;
     }

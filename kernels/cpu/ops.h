@@ -41,12 +41,13 @@ void silu_gate(float* out, const float* gu, int64_t T, int64_t I);
 // at position pos0 + t (see rope_rotate in kernels/math.h).
 void rope(float* x, int64_t ldx, int64_t T, int64_t nh, int64_t D, int64_t pos0, float theta);
 // Attention in explicit steps (the spiking model and calibration need the probabilities):
-// scores[H, T, L] = q · k * scale for keys j <= P + t (others 0), L = P + T; q rows of stride ldq.
+// scores[H, T, L] = q · k * scale for keys j <= P + t (others 0), L = P + T; q rows of stride ldq;
+// query head h reads key/value head h / group of kc, vc: [H / group, cap, D].
 void attention_scores(float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P, int64_t H,
-                      int64_t D, int64_t cap, float scale);
+                      int64_t D, int64_t cap, float scale, int64_t group = 1);
 // out[T, H*D] (row stride ldo) = probs[H, T, L] · v
 void attention_pv(float* out, int64_t ldo, const float* probs, const float* vc, int64_t T, int64_t P, int64_t H,
-                  int64_t D, int64_t cap);
+                  int64_t D, int64_t cap, int64_t group = 1);
 // logits[T, V] = x[T, C] · e[V, C]^T
 void matmul_nt(float* logits, const float* x, const float* e, int64_t T, int64_t C, int64_t V);
 

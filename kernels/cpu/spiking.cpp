@@ -163,14 +163,15 @@ int64_t linear_spikes(float* out, const int8_t* spikes, int S, int64_t T, int64_
 }
 
 void scores_counts(int32_t* scores, const int8_t* nq, const int8_t* kc, int64_t T, int64_t P, int64_t H, int64_t D,
-                   int64_t cap) {
+                   int64_t cap, int64_t group) {
     const int64_t L = P + T, C = H * D;
     for (int64_t h = 0; h < H; ++h)
         for (int64_t t = 0; t < T; ++t) {
             int32_t* row = scores + (h * T + t) * L;
             const int8_t* q = nq + t * C + h * D;
+            const int8_t* kh = kc + (h / group) * cap * D;
             for (int64_t j = 0; j <= P + t; ++j) {
-                const int8_t* k = kc + (h * cap + j) * D;
+                const int8_t* k = kh + j * D;
                 int32_t acc = 0;
                 for (int64_t d = 0; d < D; ++d) acc += int32_t(q[d]) * int32_t(k[d]);
                 row[j] = acc;
@@ -180,34 +181,36 @@ void scores_counts(int32_t* scores, const int8_t* nq, const int8_t* kc, int64_t 
 }
 
 void pv_counts(int32_t* out, const int8_t* np, const int8_t* vc, int64_t T, int64_t P, int64_t H, int64_t D,
-               int64_t cap) {
+               int64_t cap, int64_t group) {
     const int64_t L = P + T, C = H * D;
     for (int64_t t = 0; t < T; ++t)
         for (int64_t h = 0; h < H; ++h) {
             int32_t* o = out + t * C + h * D;
             std::fill(o, o + D, 0);
             const int8_t* p = np + (h * T + t) * L;
+            const int8_t* vh = vc + (h / group) * cap * D;
             for (int64_t j = 0; j <= P + t; ++j) {
                 if (p[j] == 0) continue;
-                const int8_t* v = vc + (h * cap + j) * D;
+                const int8_t* v = vh + j * D;
                 for (int64_t d = 0; d < D; ++d) o[d] += int32_t(p[j]) * int32_t(v[d]);
             }
         }
 }
 
 int64_t scores_spikes(int32_t* scores, const int8_t* qs, const int8_t* ks, const int8_t* kc, int S, int64_t T,
-                      int64_t P, int64_t H, int64_t D, int64_t cap, int32_t* run) {
-    const int64_t L = P + T, C = H * D;
+                      int64_t P, int64_t H, int64_t D, int64_t cap, int32_t* run, int64_t group) {
+    const int64_t L = P + T, C = H * D, Ck = (H / group) * D;  // query and key widths
     int32_t* Qr = run;          // [T, C] running sum of q spikes before this step
-    int32_t* Kr = run + T * C;  // [T, C] running sum of the chunk's k spikes up to this step
-    std::fill(run, run + 2 * T * C, 0);
+    int32_t* Kr = run + T * C;  // [T, Ck] running sum of the chunk's k spikes up to this step
+    std::fill(run, run + T * C + T * Ck, 0);
     std::fill(scores, scores + H * T * L, 0);
     int64_t ops = 0;
     for (int s = 0; s < S; ++s) {
         const int8_t* q = qs + int64_t(s) * T * C;
-        const int8_t* k = ks + int64_t(s) * T * C;
-        for (int64_t i = 0; i < T * C; ++i) Kr[i] += k[i];
-        for (int64_t h = 0; h < H; ++h)
+        const int8_t* k = ks + int64_t(s) * T * Ck;
+        for (int64_t i = 0; i < T * Ck; ++i) Kr[i] += k[i];
+        for (int64_t h = 0; h < H; ++h) {
+            const int64_t g = h / group;
             for (int64_t t = 0; t < T; ++t) {
                 int32_t* row = scores + (h * T + t) * L;
                 const int8_t* qt = q + t * C + h * D;
@@ -215,13 +218,13 @@ int64_t scores_spikes(int32_t* scores, const int8_t* qs, const int8_t* ks, const
                 // cached keys are constants: the step adds q_t . K_j
                 for (int64_t d = 0; d < D; ++d) {
                     if (qt[d] == 0) continue;
-                    for (int64_t j = 0; j < P; ++j) row[j] += qt[d] * int32_t(kc[(h * cap + j) * D + d]);
+                    for (int64_t j = 0; j < P; ++j) row[j] += qt[d] * int32_t(kc[(g * cap + j) * D + d]);
                     ops += P;
                 }
                 // chunk keys: q_t . K_t + Q_{t-1} . k_t
                 for (int64_t jj = 0; jj <= t; ++jj) {
-                    const int32_t* Kj = Kr + jj * C + h * D;
-                    const int8_t* kj = k + jj * C + h * D;
+                    const int32_t* Kj = Kr + jj * Ck + g * D;
+                    const int8_t* kj = k + jj * Ck + g * D;
                     int32_t acc = 0;
                     for (int64_t d = 0; d < D; ++d) {
                         if (qt[d]) acc += qt[d] * Kj[d], ++ops;
@@ -230,37 +233,39 @@ int64_t scores_spikes(int32_t* scores, const int8_t* qs, const int8_t* ks, const
                     row[P + jj] += acc;
                 }
             }
+        }
         for (int64_t i = 0; i < T * C; ++i) Qr[i] += q[i];
     }
     return ops;
 }
 
 int64_t pv_spikes(int32_t* out, const int8_t* ps, const int8_t* vs, const int8_t* vc, int S, int64_t T, int64_t P,
-                  int64_t H, int64_t D, int64_t cap, int32_t* run) {
-    const int64_t L = P + T, C = H * D;
+                  int64_t H, int64_t D, int64_t cap, int32_t* run, int64_t group) {
+    const int64_t L = P + T, C = H * D, Cv = (H / group) * D;  // output and value widths
     int32_t* Pr = run;              // [H, T, L] running sum of probability spikes before this step
-    int32_t* Vr = run + H * T * L;  // [T, C] running sum of the chunk's v spikes up to this step
-    std::fill(run, run + H * T * L + T * C, 0);
+    int32_t* Vr = run + H * T * L;  // [T, Cv] running sum of the chunk's v spikes up to this step
+    std::fill(run, run + H * T * L + T * Cv, 0);
     std::fill(out, out + T * C, 0);
     int64_t ops = 0;
     for (int s = 0; s < S; ++s) {
         const int8_t* p = ps + int64_t(s) * H * T * L;
-        const int8_t* v = vs + int64_t(s) * T * C;
-        for (int64_t i = 0; i < T * C; ++i) Vr[i] += v[i];
+        const int8_t* v = vs + int64_t(s) * T * Cv;
+        for (int64_t i = 0; i < T * Cv; ++i) Vr[i] += v[i];
         for (int64_t t = 0; t < T; ++t)
             for (int64_t h = 0; h < H; ++h) {
+                const int64_t g = h / group;
                 int32_t* o = out + t * C + h * D;
                 const int8_t* pt = p + (h * T + t) * L;
                 const int32_t* Pp = Pr + (h * T + t) * L;
                 for (int64_t j = 0; j < P; ++j) {  // cached values are constants: p_t V_j
                     if (pt[j] == 0) continue;
-                    const int8_t* vj = vc + (h * cap + j) * D;
+                    const int8_t* vj = vc + (g * cap + j) * D;
                     for (int64_t d = 0; d < D; ++d) o[d] += pt[j] * int32_t(vj[d]);
                     ops += D;
                 }
                 for (int64_t jj = 0; jj <= t; ++jj) {  // chunk values: p_t V_t + P_{t-1} v_t
-                    const int32_t* Vj = Vr + jj * C + h * D;
-                    const int8_t* vj = v + jj * C + h * D;
+                    const int32_t* Vj = Vr + jj * Cv + g * D;
+                    const int8_t* vj = v + jj * Cv + g * D;
                     if (pt[P + jj]) {
                         for (int64_t d = 0; d < D; ++d) o[d] += pt[P + jj] * Vj[d];
                         ops += D;

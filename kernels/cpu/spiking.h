@@ -38,21 +38,26 @@ int64_t linear_spikes(float* out, const int8_t* spikes, int S, int64_t T, int64_
 // out[T, N] = float(acc) * mult + b, shared by both linear paths so they round identically.
 void finish_linear(float* out, const double* acc, int64_t T, int64_t N, const float* mult, const float* b);
 
-// scores[H, T, L] = sum_d nq[t, h*D + d] * kc[h, j, d] for j <= P + t; other entries 0.
+// Grouped-query attention: H query heads share G = H / group key/value heads; query head h reads
+// key/value head g = h / group of the caches kc, vc: [G, cap, D] and of the chunk's k, v: [T, G D]
+// (GPT-2: group = 1).
+//
+// scores[H, T, L] = sum_d nq[t, h*D + d] * kc[g, j, d] for j <= P + t; other entries 0.
 void scores_counts(int32_t* scores, const int8_t* nq, const int8_t* kc, int64_t T, int64_t P, int64_t H, int64_t D,
-                   int64_t cap);
-// out[T, C] = sum_j np[h, t, j] * vc[h, j, d]  (np: [H, T, L], zero past P + t)
+                   int64_t cap, int64_t group = 1);
+// out[T, C] = sum_j np[h, t, j] * vc[g, j, d]  (np: [H, T, L], zero past P + t)
 void pv_counts(int32_t* out, const int8_t* np, const int8_t* vc, int64_t T, int64_t P, int64_t H, int64_t D,
-               int64_t cap);
+               int64_t cap, int64_t group = 1);
 
 // The same products as temporal differences of spike trains: step t adds q_t K_t + Q_{t-1} k_t,
 // where Q, K are running sums of the chunk's spikes (qs, ks: [S, T, C]) and cached keys j < P are
-// the constants kc. Equal to scores_counts on the final counts. Returns the accumulate operations.
+// the constants kc (ks: [S, T, G D]). Equal to scores_counts on the final counts. Returns the
+// accumulate operations.
 int64_t scores_spikes(int32_t* scores, const int8_t* qs, const int8_t* ks, const int8_t* kc, int S, int64_t T,
-                      int64_t P, int64_t H, int64_t D, int64_t cap, int32_t* run /* 2*T*C */);
-// ps: [S, H, T, L] spikes of the probabilities; vs: [S, T, C] spikes of V; vc: cached V counts.
+                      int64_t P, int64_t H, int64_t D, int64_t cap, int32_t* run /* T*C + T*G*D */, int64_t group = 1);
+// ps: [S, H, T, L] spikes of the probabilities; vs: [S, T, G D] spikes of V; vc: cached V counts.
 int64_t pv_spikes(int32_t* out, const int8_t* ps, const int8_t* vs, const int8_t* vc, int S, int64_t T, int64_t P,
-                  int64_t H, int64_t D, int64_t cap, int32_t* run /* H*T*L + T*C */);
+                  int64_t H, int64_t D, int64_t cap, int32_t* run /* H*T*L + T*G*D */, int64_t group = 1);
 
 // Copies the counts of T new tokens (nk, nv: [T, C]) into the caches kc, vc: [H, cap, D] at rows pos0...
 void kv_append_counts(int8_t* kc, int8_t* vc, const int8_t* nk, const int8_t* nv, int64_t T, int64_t pos0, int64_t H,

@@ -239,18 +239,23 @@ void kv_append(int dev, float* kc, float* vc, const float* qkv, int64_t T, int64
 }
 
 namespace {
-__global__ void split_qkv_kernel(float* q, float* k, float* v, const float* qkv, int64_t T, int64_t C) {
-    STAC_GRID_LOOP(i, T * C) {
-        const int64_t t = i / C, c = i % C;
-        const float* r = qkv + t * 3 * C;
-        q[i] = r[c], k[i] = r[C + c], v[i] = r[2 * C + c];
+// One thread per element of qkv's row t: q columns [0, Cq), then k and v columns of width Ckv.
+__global__ void split_qkv_kernel(float* q, float* k, float* v, const float* qkv, int64_t T, int64_t Cq, int64_t Ckv) {
+    const int64_t W = Cq + 2 * Ckv;
+    STAC_GRID_LOOP(i, T * W) {
+        const int64_t t = i / W, c = i % W;
+        const float x = qkv[i];
+        if (c < Cq) q[t * Cq + c] = x;
+        else if (c < Cq + Ckv) k[t * Ckv + c - Cq] = x;
+        else v[t * Ckv + c - Cq - Ckv] = x;
     }
 }
 }  // namespace
 
-void split_qkv(int dev, float* q, float* k, float* v, const float* qkv, int64_t T, int64_t C) {
-    if (T * C == 0) return;
-    split_qkv_kernel<<<blocks_for(T * C), kThreads, 0, cuda_stream(dev)>>>(q, k, v, qkv, T, C);
+void split_qkv(int dev, float* q, float* k, float* v, const float* qkv, int64_t T, int64_t Cq, int64_t Ckv) {
+    const int64_t n = T * (Cq + 2 * Ckv);
+    if (n == 0) return;
+    split_qkv_kernel<<<blocks_for(n), kThreads, 0, cuda_stream(dev)>>>(q, k, v, qkv, T, Cq, Ckv);
     STAC_CUDA_LAUNCHED("split_qkv_kernel");
 }
 

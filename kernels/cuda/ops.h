@@ -36,7 +36,7 @@ void td_emit(int dev, float* emitted, const float* y, float* prev, int64_t n);
 void embedding(int dev, float* out, const int32_t* host_ids, int64_t T, int64_t pos0, const void* wte,
                const void* wpe, DType wdt, int64_t C);
 // q, k, v: [T, C] = the column blocks of qkv: [T, 3C]
-void split_qkv(int dev, float* q, float* k, float* v, const float* qkv, int64_t T, int64_t C);
+void split_qkv(int dev, float* q, float* k, float* v, const float* qkv, int64_t T, int64_t Cq, int64_t Ckv);
 void kv_append(int dev, float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D,
                int64_t cap);
 

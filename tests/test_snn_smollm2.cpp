@@ -1,0 +1,95 @@
+// The spiking SmolLM2-135M-Instruct (not in CI: test suite "long", skipped when the directory of
+// tools/reference/make_smollm2_dir.py is absent):
+//   build/stac_tests -ts=long -tc='snn-smollm2*'     (STAC_SMOLLM2_DIR overrides the directory)
+// Converts the real model from the built-in calibration prompts and checks, on 30 layers of GQA
+// 9:3 with RoPE: float mode = the Llama forward, SNN (spike and count paths) = QANN bit for bit
+// batched and through the cache, and its fidelity on held-out text. The full table (L, S sweep)
+// is made by the commands in docs/SNN.md.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdlib>
+
+#include "convert/convert.h"
+#include "convert/evaluate.h"
+#include "core/json_file.h"
+#include "models/model_dir.h"
+#include "tests/helpers.h"
+
+using namespace stac;
+using namespace stac::test;
+
+namespace {
+
+std::filesystem::path smollm2_dir() {
+    if (const char* e = std::getenv("STAC_SMOLLM2_DIR"); e && *e) return e;
+    return repo_root() / "build-smollm2" / "SmolLM2-135M-Instruct";
+}
+
+std::vector<float> logits_of(const LanguageModel& m, const std::vector<int32_t>& ids, int64_t first_chunk = 0) {
+    const int64_t T = int64_t(ids.size()), V = m.info().vocab_size;
+    std::vector<float> out(size_t(T * V));
+    auto st = m.new_state(T);
+    int64_t t = 0;
+    while (t < T) {  // first_chunk tokens, then one at a time (as a conversation feeds them); 0: one pass
+        const int64_t n = first_chunk == 0 ? T : (t == 0 ? first_chunk : 1);
+        Tensor lg = Tensor::view_of(out.data() + t * V, {n, V}, DType::F32, Device::cpu(), nullptr);
+        m.forward(std::span<const int32_t>(ids).subspan(size_t(t), size_t(n)), *st, LogitRows::All, lg);
+        t += n;
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("snn-smollm2: the spiking SmolLM2-135M-Instruct equals its QANN bit for bit; fidelity on held-out text" *
+          doctest::test_suite("long")) {
+    const auto dir = smollm2_dir();
+    if (!std::filesystem::exists(dir / "reference.json")) {
+        MESSAGE("SKIPPED: no " << dir.string() << " (make it with tools/reference/make_smollm2_dir.py)");
+        if (const char* e = std::getenv("STAC_CTEST"); e && e[0] == '1') std::_Exit(77);
+        return;
+    }
+    const std::shared_ptr<const LanguageModel> base = load_language_model(dir);
+    const auto tok = load_tokenizer(dir);
+    REQUIRE(tok);
+    ConvertOptions o;
+    o.levels = 32, o.timesteps = 32, o.num_samples = 16, o.max_length = 64, o.progress = false;
+    auto t0 = std::chrono::steady_clock::now();
+    const SnnSpec spec = convert_model(base, tok.get(), o);
+    MESSAGE("converted in " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
+    CHECK(spec.architecture == "llama");
+    CHECK(spec.site(0, SiteKind::K).scale.size() == 3 * 64);  // 3 key/value heads of 64
+
+    // The ChatML prompt of the reference (37 tokens).
+    const std::vector<int32_t> ids = load_reference(dir)[0].ids;
+    const auto fmode = make_spiking_model(base, spec, {RunMode::Float, Schedule::LayerWise, SpikePath::Count, 1});
+    const auto f = logits_of(*base, ids), ff = logits_of(*fmode, ids);
+    CHECK(max_abs_diff(f.data(), ff.data(), f.size()) <= 1e-3f);
+
+    const auto qann = make_spiking_model(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 32});
+    const auto count = make_spiking_model(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Count, 32});
+    const auto spike = make_spiking_model(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, 32});
+    const auto q = logits_of(*qann, ids), n = logits_of(*count, ids), s = logits_of(*spike, ids);
+    CHECK(max_abs_diff(q.data(), n.data(), q.size()) == 0.0f);
+    CHECK(max_abs_diff(q.data(), s.data(), q.size()) == 0.0f);
+    // Through the cache of key/value-head counts, as a conversation feeds it: 30 tokens, then 1 by 1.
+    const auto qc = logits_of(*qann, ids, 30), sc = logits_of(*spike, ids, 30);
+    CHECK(max_abs_diff(qc.data(), sc.data(), q.size()) == 0.0f);
+    CHECK(max_abs_diff(q.data(), sc.data(), q.size()) <= 1e-3f);
+    MESSAGE("spike path, " << ids.size() << " tokens: firing rate " << spike->stats().firing_rate() << ", "
+                           << double(spike->stats().total_spikes()) / double(ids.size()) << " spikes per token");
+
+    // Fidelity on the first 256 tokens of the bundled held-out text (Debian fortunes and dictionaries).
+    std::vector<int32_t> text = tok->encode(read_text_file(repo_root() / "models" / "bundled" / "heldout.txt"), {.allow_special = false});
+    text.resize(256);
+    const Evaluation ev = evaluate(*base, qann.get(), count.get(), text_windows(text, 256), false);
+    MESSAGE("held-out 256 tokens, L = S = 32: perplexity float " << ev.ann.perplexity() << ", QANN " << ev.qann->perplexity()
+                                                                 << ", SNN " << ev.snn->perplexity() << "; top-1 agreement SNN "
+                                                                 << ev.snn->agreement());
+    CHECK(ev.snn->max_abs_vs_ref == 0.0f);
+    CHECK(ev.snn->perplexity() == ev.qann->perplexity());
+    CHECK(ev.ann.perplexity() < 100.0);  // the float model knows English
+    CHECK(std::isfinite(ev.snn->perplexity()));
+    CHECK(ev.snn->agreement() > 0.2);  // far above chance (1 / 49152), far below 1 at L = 32
+}
