@@ -40,6 +40,27 @@ SpikingGpt2::SpikingGpt2(std::shared_ptr<const LanguageModel> base, SnnSpec spec
     reset_stats();
 }
 
+std::unique_ptr<SpikingModel> SpikingGpt2::to(Device device) const {
+    if (device == this->device()) return std::make_unique<SpikingGpt2>(*this);
+    if (!this->device().is_cpu()) fail("spiking model: moving between devices goes through the CPU");
+    require_device(device);
+    auto m = std::make_unique<SpikingGpt2>(*this);
+    m->base_ = base_->to({device, DType::F32});
+    auto up = [&](Tensor& t) {
+        if (t.defined()) t = t.to(device);
+    };
+    for (Layer& e : m->layers_) {
+        for (ExactLinear* x : {&e.attn, &e.proj, &e.fc, &e.fc_proj}) up(x->w), up(x->mult), up(x->bias);
+        up(e.qk_mult), up(e.pv_mult);
+    }
+    up(m->lm_head_.w), up(m->lm_head_.mult), up(m->lm_head_.bias);
+    for (auto& layer : m->spec_.layers)
+        for (SiteQuant& q : layer) up(q.inv_t);
+    up(m->spec_.lm_head_in.inv_t);
+    synchronize(device);
+    return m;
+}
+
 void SpikingGpt2::check_run_options(const RunOptions& run) const {
     if (run.mode == RunMode::Snn && run.schedule == Schedule::Streaming && !spec_.sites.attention())
         fail("the streaming schedule needs the attention sites (q, k, v, probs)");
@@ -50,7 +71,7 @@ std::unique_ptr<ModelState> SpikingGpt2::new_state(int64_t capacity) const {
     if (capacity <= 0) capacity = c.n_positions;
     if (capacity > c.n_positions) fail("cache capacity {} exceeds the model's n_positions = {}", capacity, c.n_positions);
     return std::make_unique<SnnState>(c.n_layer, c.n_head, c.head_dim(), capacity,
-                                      run_.mode != RunMode::Float && spec_.sites.attention());
+                                      run_.mode != RunMode::Float && spec_.sites.attention(), device());
 }
 
 void SpikingGpt2::forward(std::span<const int32_t> ids, ModelState& state, LogitRows rows, const Tensor& logits) const {
@@ -62,6 +83,9 @@ void SpikingGpt2::forward(std::span<const int32_t> ids, ModelState& state, Logit
              st->count_caches() ? "count" : "float");
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
     check_forward_args(info(), ids, P, st->capacity(), rows, logits, "spiking");
+    if (st->device() != device()) fail("spiking forward: the state is on {}, the model on {}", st->device().str(), device().str());
+    if (!device().is_cpu() && observer_)
+        fail("spiking model on {}: site observers (calibration) run on the CPU only", device().str());
     if (run_.mode == RunMode::Snn && run_.schedule == Schedule::Streaming) forward_streaming(ids, *st, rows, logits);
     else forward_layerwise(ids, *st, rows, logits);
     if (run_.mode == RunMode::Snn) {
@@ -98,7 +122,7 @@ void SpikingGpt2::forward_layerwise(std::span<const int32_t> ids, SnnState& st, 
                  qkv = st.buf(kQkv, {T, 3 * C}, DType::F32), att = st.buf(kAtt, {T, C}, DType::F32),
                  mlp = st.buf(kMlp, {T, I}, DType::F32);
     LayerwiseRun run{spec_, st, run_.mode, run_.mode == RunMode::Snn && run_.path == SpikePath::Spike, S, observer_, stats_, T, P,
-                     st.buf(kDbl, {T * (std::max(C, I) + KN)}, DType::F64)};
+                     LayerwiseRun::scratch(st, T, std::max(C, I) + KN)};
 
     kernels::embedding(x, ids, P, W.wte, W.wpe);
     for (int l = 0; l < int(cfg.n_layer); ++l) {
@@ -164,7 +188,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
     auto B = [&](const Shape& shape, DType dt, int64_t reserve = 0) { return st.buf(slot++, shape, dt, reserve); };
     auto Z = [&](const Shape& shape, DType dt, int64_t reserve = 0) {
         Tensor t = B(shape, dt, reserve);
-        std::memset(t.raw(), 0, t.nbytes());
+        zero_bytes(t.raw(), t.device(), t.nbytes());
         return t;
     };
     struct Neurons {
@@ -172,8 +196,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
     };
     auto neurons = [&](const Shape& shape, int64_t reserve = 0) {
         Neurons x{B(shape, DType::F64, reserve), Z(shape, DType::I32, reserve), B(shape, DType::I8, reserve)};
-        double* v = x.v.data<double>();
-        for (int64_t i = 0; i < x.v.numel(); ++i) v[i] = 0.5;  // half a threshold, as the layer-wise neuron
+        kernels::fill(x.v, 0.5);  // half a threshold, as the layer-wise neuron
         return x;
     };
     struct LayerState {
@@ -255,12 +278,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
             kernels::layernorm(x.y1, x.x1, w.ln1_g, w.ln1_b, cfg.layer_norm_epsilon);
             kernels::td_emit(e, x.y1, x.p1);
             site_step(l, SiteKind::AttnIn, x.a, e, w.attn_w, x.b_attn, ex.attn, qkv_inc, first);
-            const float* src = qkv_inc.data<float>();
-            for (int64_t t = 0; t < T; ++t) {
-                std::memcpy(qi.data<float>() + t * C, src + t * 3 * C, size_t(C) * 4);
-                std::memcpy(ki.data<float>() + t * C, src + t * 3 * C + C, size_t(C) * 4);
-                std::memcpy(vi.data<float>() + t * C, src + t * 3 * C + 2 * C, size_t(C) * 4);
-            }
+            kernels::split_qkv(qi, ki, vi, qkv_inc);
             const int64_t eq = attn_site(l, SiteKind::Q, x.q, qi, first);
             const int64_t ek = attn_site(l, SiteKind::K, x.k, ki, first);
             const int64_t ev = attn_site(l, SiteKind::V, x.v, vi, first);

@@ -30,6 +30,10 @@ public:
 
     const Gpt2Model& base() const { return *base_; }
     const LanguageModel& ann() const override { return *base_; }
+    Device device() const override { return base_->device(); }
+    // Every mode and schedule runs on a GPU (base weights, exact-linear weights and thresholds
+    // uploaded once); moving between two GPUs goes through the CPU.
+    std::unique_ptr<SpikingModel> to(Device device) const override;
 
 private:
     void check_run_options(const RunOptions& run) const override;

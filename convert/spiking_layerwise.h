@@ -18,19 +18,22 @@ enum Slot : int {
     kX, kH, kQkv, kAtt, kMlp, kGu, kQf, kKf, kVf,    // float activations
     kCounts, kSpikes, kNq, kNk, kNv, kQs, kKs, kVs,  // counts and spike trains (I8)
     kScoresI, kScoresF, kNp, kPs, kOi, kRun,         // attention
-    kDbl,                                            // F64 scratch of the exact linear layers
+    kDbl,                                            // F64 scratch of the exact linear layers (CPU)
+    kLogits,                                         // device logits before their copy to the host
     kStreamBase,                                     // first slot of the streaming schedule's state
 };
 
 // The cache of one conversation: per layer K and V of the G key/value heads, as counts (I8) of
-// finished tokens when the attention sites spike, else floats; plus the forward's scratch.
+// finished tokens when the attention sites spike, else floats; plus the forward's scratch; all on
+// the model's device.
 class SnnState final : public ModelState {
 public:
-    SnnState(int64_t n_layer, int64_t G, int64_t D, int64_t cap, bool count_caches) : cap_(cap), counts_(count_caches) {
+    SnnState(int64_t n_layer, int64_t G, int64_t D, int64_t cap, bool count_caches, Device device)
+        : cap_(cap), counts_(count_caches), device_(device) {
         const DType dt = count_caches ? DType::I8 : DType::F32;
         for (int64_t l = 0; l < n_layer; ++l) {
-            k.push_back(Tensor::zeros({G, cap, D}, dt));
-            v.push_back(Tensor::zeros({G, cap, D}, dt));
+            k.push_back(Tensor::zeros({G, cap, D}, dt, device));
+            v.push_back(Tensor::zeros({G, cap, D}, dt, device));
         }
         slots_.resize(kStreamBase);
     }
@@ -42,6 +45,7 @@ public:
         len_ = n;
     }
     bool count_caches() const { return counts_; }
+    Device device() const { return device_; }
 
     // A view of `shape` in slot i, reallocated only when it needs more than `reserve` elements
     // (pass the largest size this slot will see for the chunk, e.g. with the cache capacity).
@@ -49,7 +53,7 @@ public:
         const size_t need = size_t(std::max(shape.numel(), reserve)) * dtype_size(dt);
         if (size_t(i) >= slots_.size()) slots_.resize(size_t(i) + 1);
         auto& s = slots_[size_t(i)];
-        if (!s || s->bytes() < need) s = Storage::allocate(need, Device::cpu());
+        if (!s || s->bytes() < need) s = Storage::allocate(need, device_);
         return Tensor::view_of(s, 0, shape, dt);
     }
 
@@ -59,6 +63,7 @@ public:
 private:
     int64_t cap_;
     bool counts_;
+    Device device_;
     std::vector<std::shared_ptr<Storage>> slots_;
 };
 
@@ -82,7 +87,14 @@ struct LayerwiseRun {
     SiteObserver* obs;
     SpikeStats& stats;
     int64_t T, P;
-    Tensor dbl;  // F64 scratch of the exact linear layers (at least T * (K + N) for every layer)
+    // F64 scratch of the exact linear layers on the CPU (at least T * (K + N) for every layer);
+    // undefined on a GPU, whose kernels draw their own (see scratch()).
+    Tensor dbl;
+
+    // The F64 scratch of T * KN for a state on the CPU, else undefined.
+    static Tensor scratch(SnnState& st, int64_t T, int64_t KN) {
+        return st.device().is_cpu() ? st.buf(kDbl, {T * KN}, DType::F64) : Tensor();
+    }
 
     bool quant() const { return mode != RunMode::Float; }
     // Counts of site (l, k) (l = -1: the LM head input) for x: [R, N]: the quantizer (QANN) or the
@@ -100,6 +112,7 @@ struct LayerwiseRun {
     void attention(int l, const Tensor& qkv, int64_t H, int64_t G, int64_t D, float scale, const AttentionMults& m,
                    const Tensor& att);
     // logits: [R, V] = hr: [R, C] · head^T, head: [V, C]; through the lm_head_in site when it is on.
+    // A state on a GPU writing host logits computes them on the device, then copies them once.
     void head(const Tensor& hr, const Tensor& head, const ExactLinear& e, const Tensor& logits);
 };
 

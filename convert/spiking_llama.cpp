@@ -37,6 +37,11 @@ SpikingLlama::SpikingLlama(std::shared_ptr<const LanguageModel> base, SnnSpec sp
     reset_stats();
 }
 
+std::unique_ptr<SpikingModel> SpikingLlama::to(Device device) const {
+    if (!device.is_cpu()) fail("spiking Llama: runs on the CPU only, not on {} (use --device cpu)", device.str());
+    return std::make_unique<SpikingLlama>(*this);
+}
+
 void SpikingLlama::check_run_options(const RunOptions& run) const {
     if (run.mode == RunMode::Snn && run.schedule == Schedule::Streaming)
         fail("the streaming schedule is not built for Llama models (use --schedule layerwise)");
@@ -48,7 +53,7 @@ std::unique_ptr<ModelState> SpikingLlama::new_state(int64_t capacity) const {
     if (capacity > c.n_positions)
         fail("cache capacity {} exceeds the model's max_position_embeddings = {}", capacity, c.n_positions);
     return std::make_unique<SnnState>(c.n_layer, c.n_kv_head, c.head_dim(), capacity,
-                                      run_.mode != RunMode::Float && spec_.sites.attention());
+                                      run_.mode != RunMode::Float && spec_.sites.attention(), Device::cpu());
 }
 
 void SpikingLlama::count_ann_macs(int64_t T, int64_t P, int64_t R) const {
@@ -84,7 +89,7 @@ void SpikingLlama::forward(std::span<const int32_t> ids, ModelState& state, Logi
                  qkv = st->buf(kQkv, {T, cfg.qkv_width()}, DType::F32), att = st->buf(kAtt, {T, H * D}, DType::F32),
                  gu = st->buf(kGu, {T, 2 * I}, DType::F32), mlp = st->buf(kMlp, {T, I}, DType::F32);
     LayerwiseRun run{spec_, *st, run_.mode, snn && run_.path == SpikePath::Spike, S, observer_, stats_, T, P,
-                     st->buf(kDbl, {T * (std::max({C, H * D, I}) + KN)}, DType::F64)};
+                     LayerwiseRun::scratch(*st, T, std::max({C, H * D, I}) + KN)};
 
     kernels::embedding(x, ids, P, W.embed, Tensor());
     for (int l = 0; l < int(cfg.n_layer); ++l) {

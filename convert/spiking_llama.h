@@ -1,6 +1,7 @@
 // SpikingLlama: a Llama-architecture model (SmolLM2) converted to a spiking network (DESIGN §5),
 // runnable as Float (the ANN; calibration observes it), Qann or Snn in the layer-wise schedule
-// (spike path or count path). The streaming schedule is not built for Llama and is refused.
+// (spike path or count path), on the CPU. The streaming schedule is not built for Llama and is
+// refused, and so is a GPU.
 //
 // Sites per layer (the GPT-2 names, docs/SNN.md): attn_in = input of the fused q|k|v projection
 // (after input_layernorm), q and k = queries and keys *after* the rotary embedding, v, probs,
@@ -34,6 +35,9 @@ public:
 
     const LlamaModel& base() const { return *base_; }
     const LanguageModel& ann() const override { return *base_; }
+    Device device() const override { return Device::cpu(); }
+    // A copy on the CPU; any other device is refused (a spiking Llama runs on the CPU only).
+    std::unique_ptr<SpikingModel> to(Device device) const override;
 
 private:
     void check_run_options(const RunOptions& run) const override;

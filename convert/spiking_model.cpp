@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "convert/spiking_gpt2.h"
 #include "convert/spiking_layerwise.h"
@@ -296,20 +295,13 @@ void LayerwiseRun::linear(int l, SiteKind k, const Tensor& in, const Tensor& w, 
 
 void LayerwiseRun::attention(int l, const Tensor& qkv, int64_t H, int64_t G, int64_t D, float scale,
                              const AttentionMults& m, const Tensor& att) {
-    const int64_t L = P + T, Cq = H * D, Ckv = G * D, W = Cq + 2 * Ckv, cap = st.capacity();
+    const int64_t L = P + T, Cq = H * D, Ckv = G * D, cap = st.capacity();
     // Split q, k, v into contiguous buffers (sites and observers see one tensor each).
     // qf: [T, H D]; kf, vf: [T, G D]
     const Tensor qf = st.buf(kQf, {T, Cq}, DType::F32), kf = st.buf(kKf, {T, Ckv}, DType::F32),
                  vf = st.buf(kVf, {T, Ckv}, DType::F32);
     const bool quant_attn = quant() && spec.sites.attention();
-    if (obs || quant_attn) {
-        const float* src = qkv.data<float>();
-        for (int64_t t = 0; t < T; ++t) {
-            std::memcpy(qf.data<float>() + t * Cq, src + t * W, size_t(Cq) * 4);
-            std::memcpy(kf.data<float>() + t * Ckv, src + t * W + Cq, size_t(Ckv) * 4);
-            std::memcpy(vf.data<float>() + t * Ckv, src + t * W + Cq + Ckv, size_t(Ckv) * 4);
-        }
-    }
+    if (obs || quant_attn) kernels::split_qkv(qf, kf, vf, qkv);
     if (obs) {
         obs->observe(l, SiteKind::Q, qf.data<float>(), T, Cq);
         obs->observe(l, SiteKind::K, kf.data<float>(), T, Ckv);
@@ -337,7 +329,10 @@ void LayerwiseRun::attention(int l, const Tensor& qkv, int64_t H, int64_t G, int
     const int64_t ev = counts(l, SiteKind::V, vf, nv, vs);
     kernels::kv_append_counts(st.k[size_t(l)], st.v[size_t(l)], nk, nv, P);
     const Tensor si = st.buf(kScoresI, {H, T, L}, DType::I32, H * T * cap);
-    const Tensor run = st.buf(kRun, {H * T * L + T * (Cq + Ckv)}, DType::I32, H * T * cap + T * (Cq + Ckv));
+    // The CPU's running sums of the spike products (the GPU keeps them in registers).
+    const Tensor run = st.device().is_cpu()
+                           ? st.buf(kRun, {H * T * L + T * (Cq + Ckv)}, DType::I32, H * T * cap + T * (Cq + Ckv))
+                           : Tensor();
     if (spike) kernels::scores_spikes(si, qs, ks, st.k[size_t(l)], P, run);
     else kernels::scores_counts(si, nq, st.k[size_t(l)], P);
     kernels::dequantize_heads(scores, si, m.qk);
@@ -369,16 +364,23 @@ void LayerwiseRun::head(const Tensor& hr, const Tensor& head, const ExactLinear&
     const int64_t R = hr.dim(0), C = hr.dim(1), V = head.dim(0);
     const bool site = quant() && spec.sites.has(SiteKind::LmHeadIn);
     if (mode == RunMode::Snn) stats.snn_macs += site ? R * V : R * C * V;
+    const bool here = logits.device() == st.device();
+    const Tensor out = here ? logits : st.buf(kLogits, {R, V}, DType::F32);
+    auto deliver = [&] {
+        if (!here) copy_bytes(logits.raw(), logits.device(), out.raw(), out.device(), out.nbytes());
+    };
     if (!site) {
-        kernels::matmul_nt(logits, hr, head);
+        kernels::matmul_nt(out, hr, head);
+        deliver();
         return;
     }
     const Tensor c = st.buf(kCounts, {R, C}, DType::I8);
     const Tensor sp = spike ? st.buf(kSpikes, {S, R, C}, DType::I8) : Tensor();
-    const Tensor d = st.buf(kDbl, {R * (C + V)}, DType::F64);
+    const Tensor d = scratch(st, R, C + V);
     const int64_t events = counts(-1, SiteKind::LmHeadIn, hr, c, sp);
-    if (spike) kernels::linear_spikes(logits, sp, e.w, e.mult, Tensor(), d);
-    else kernels::linear_counts(logits, c, e.w, e.mult, Tensor(), d);
+    if (spike) kernels::linear_spikes(out, sp, e.w, e.mult, Tensor(), d);
+    else kernels::linear_counts(out, c, e.w, e.mult, Tensor(), d);
+    deliver();
     if (mode == RunMode::Snn) stats.layers.back()[size_t(SiteKind::LmHeadIn)].synops += events * V;
 }
 

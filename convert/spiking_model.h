@@ -116,6 +116,12 @@ public:
     void set_run_options(const RunOptions& run);
     // The float model it was converted from.
     virtual const LanguageModel& ann() const = 0;
+    // Where it runs (its weights, thresholds and states).
+    virtual Device device() const = 0;
+    // A copy on `device` (weights and thresholds uploaded once), with the same run options. A GPT-2
+    // runs every mode and schedule on a GPU; a Llama runs on the CPU only and refuses a GPU. Site
+    // observers (calibration) run on the CPU only.
+    virtual std::unique_ptr<SpikingModel> to(Device device) const = 0;
     // Sites observed while the model runs (Float mode: calibration).
     void set_observer(SiteObserver* o) const { observer_ = o; }
     // Telemetry of everything run since the last reset.

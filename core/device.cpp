@@ -24,25 +24,49 @@ Device Device::parse(std::string_view text) {
 }
 
 #ifndef STAC_WITH_CUDA
+namespace {
+[[noreturn]] void no_cuda() { fail("this build of stac has no CUDA support (configure with -DSTAC_CUDA=ON)"); }
+}  // namespace
 bool cuda_compiled() { return false; }
 int cuda_device_count() { return 0; }
-void* cuda_malloc(size_t, int) { fail("this build of stac has no CUDA support (configure with -DSTAC_CUDA=ON)"); }
+void* cuda_malloc(size_t, int) { no_cuda(); }
 void cuda_free(void*, int) noexcept {}
-#endif
+CudaPoolStats cuda_pool_stats(int) { return {}; }
+void cuda_release_cached(int) {}
 
 void require_device(Device d) {
     if (d.is_cpu()) return;
-    if (!cuda_compiled()) fail("device {}: this build of stac has no CUDA support (configure with -DSTAC_CUDA=ON)", d.str());
-    const int n = cuda_device_count();
-    if (n == 0) fail("device {}: no CUDA GPU is available", d.str());
-    if (d.index >= n) fail("device {}: only {} CUDA GPU(s) present", d.str(), n);
+    fail("device {}: this build of stac has no CUDA support (configure with -DSTAC_CUDA=ON)", d.str());
 }
 
-#ifndef STAC_WITH_CUDA
+std::string device_description(Device d) {
+    if (d.is_cpu()) return "cpu";
+    require_device(d);
+    return {};
+}
+
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) {
     if (!dst_dev.is_cpu() || !src_dev.is_cpu()) require_device(dst_dev.is_cpu() ? src_dev : dst_dev);
     if (bytes) std::memcpy(dst, src, bytes);
 }
+
+void zero_bytes(void* dst, Device dev, size_t bytes) {
+    require_device(dev);
+    if (bytes) std::memset(dst, 0, bytes);
+}
+
+void synchronize(Device d) { require_device(d); }
+
+void DeviceGraph::begin_capture(Device d) {
+    require_device(d);
+    if (d.is_cpu()) fail("CUDA graphs: nothing to record on the CPU");
+}
+DeviceGraph DeviceGraph::end_capture(Device d) {
+    require_device(d);
+    fail("CUDA graphs: no capture is active");
+}
+void DeviceGraph::abort_capture(Device) noexcept {}
+void DeviceGraph::launch() const { fail("CUDA graphs: this build of stac has no CUDA support"); }
 #endif
 
 }  // namespace stac

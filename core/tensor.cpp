@@ -90,12 +90,7 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
     Tensor t = empty(shape, dtype, device);
-    if (device.is_cpu()) {
-        std::memset(t.raw(), 0, t.nbytes());
-    } else {
-        Tensor host = zeros(shape, dtype);
-        copy_bytes(t.raw(), device, host.raw(), Device::cpu(), t.nbytes());
-    }
+    zero_bytes(t.raw(), device, t.nbytes());
     return t;
 }
 

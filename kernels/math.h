@@ -54,4 +54,30 @@ STAC_HD float activate(Activation a, float x) {
     return x;
 }
 
+// Online softmax (the running form flash attention and the split decode attention use): keys
+// arrive in chunks; the state keeps the running maximum m and the sum l of exp(s - m). Each chunk
+// rescales what came before by softmax_rescale(m_old, m_new); merging two partial states (two
+// splits of the cache) rescales both to the larger maximum. Starting state: m = -inf, l = 0.
+struct SoftmaxRunning {
+    float m = -INFINITY;
+    float l = 0.0f;
+};
+
+// The factor that moves sums taken against maximum m_old to maximum m_new (>= m_old); 0 when
+// nothing came before (m_old = -inf), so a first chunk needs no special case.
+STAC_HD float softmax_rescale(float m_old, float m_new) {
+    return m_old == -INFINITY ? 0.0f : expf(m_old - m_new);
+}
+
+// Merges partial state b (its weighted sums scaled by *b_factor) into a (scaled by *a_factor):
+// afterwards a describes both, and the caller multiplies a's sums by *a_factor and b's by
+// *b_factor before adding them.
+STAC_HD void softmax_merge(SoftmaxRunning& a, const SoftmaxRunning& b, float* a_factor, float* b_factor) {
+    const float m = a.m > b.m ? a.m : b.m;
+    *a_factor = softmax_rescale(a.m, m);
+    *b_factor = softmax_rescale(b.m, m);
+    a.l = a.l * *a_factor + b.l * *b_factor;
+    a.m = m;
+}
+
 }  // namespace stac

@@ -3,9 +3,11 @@
 #include "kernels/check.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/spiking.h"
+#include "kernels/cuda/ops.h"
 
 namespace stac::kernels {
 
+using detail::kCuda;
 using detail::need;
 using detail::need_shape;
 using detail::same_device;
@@ -40,7 +42,11 @@ void quantize(const Tensor& counts, const Tensor& x, const SiteBounds& b) {
     if (x.rank() != 2) fail("quantize: x {} must be [T, N]", x.describe());
     need_shape(counts, x.shape(), "quantize", "counts");
     const bool pc = check_bounds(b, x.dim(1), "quantize");
-    same_device("quantize", {&counts, &x, &b.inv});
+    const Device d = same_device("quantize", {&counts, &x, &b.inv});
+    if constexpr (kCuda)
+        if (d.is_cuda())
+            return cuda::quantize(d.index, counts.raw_data<int8_t>(), x.raw_data<float>(), x.dim(0), x.dim(1),
+                                  b.inv.raw_data<float>(), pc, b.n_min, b.n_max);
     cpu::quantize(counts.data<int8_t>(), x.data<float>(), x.dim(0), x.dim(1), b.inv.data<float>(), pc, b.n_min, b.n_max);
 }
 
@@ -51,7 +57,12 @@ int64_t neurons_layerwise(const Tensor& counts, const Tensor& spikes, const Tens
     need_shape(counts, x.shape(), "neurons", "counts");
     if (spikes.defined()) need(spikes, DType::I8, "neurons", "spikes"), need_shape(spikes, {S, x.dim(0), x.dim(1)}, "neurons", "spikes");
     const bool pc = check_bounds(b, x.dim(1), "neurons");
-    same_device("neurons", {&counts, &spikes, &x, &b.inv});
+    const Device d = same_device("neurons", {&counts, &spikes, &x, &b.inv});
+    if constexpr (kCuda)
+        if (d.is_cuda())
+            return cuda::neurons_layerwise(d.index, counts.raw_data<int8_t>(), spikes.defined() ? spikes.raw_data<int8_t>() : nullptr,
+                                           x.raw_data<float>(), x.dim(0), x.dim(1), b.inv.raw_data<float>(), pc,
+                                           b.n_min, b.n_max, S);
     return cpu::neurons_layerwise(counts.data<int8_t>(), spikes.defined() ? spikes.data<int8_t>() : nullptr,
                                   x.data<float>(), x.dim(0), x.dim(1), b.inv.data<float>(), pc, b.n_min, b.n_max, S);
 }
@@ -63,7 +74,12 @@ int64_t neurons_step(const Tensor& v, const Tensor& n, const Tensor& spikes, con
     if (increment.rank() != 2) fail("neurons_step: increment {} must be [T, N]", increment.describe());
     for (const Tensor* t : {&v, &n, &spikes}) need_shape(*t, increment.shape(), "neurons_step", "state");
     const bool pc = check_bounds(b, increment.dim(1), "neurons_step");
-    same_device("neurons_step", {&v, &n, &spikes, &increment, &b.inv});
+    const Device d = same_device("neurons_step", {&v, &n, &spikes, &increment, &b.inv});
+    if constexpr (kCuda)
+        if (d.is_cuda())
+            return cuda::neurons_step(d.index, v.raw_data<double>(), n.raw_data<int32_t>(), spikes.raw_data<int8_t>(),
+                                      increment.raw_data<float>(), increment.dim(0), increment.dim(1),
+                                      b.inv.raw_data<float>(), pc, b.n_min, b.n_max);
     return cpu::neurons_step(v.data<double>(), n.data<int32_t>(), spikes.data<int8_t>(), increment.data<float>(),
                              increment.dim(0), increment.dim(1), b.inv.data<float>(), pc, b.n_min, b.n_max);
 }
@@ -71,7 +87,9 @@ int64_t neurons_step(const Tensor& v, const Tensor& n, const Tensor& spikes, con
 void narrow_counts(const Tensor& out, const Tensor& in) {
     need(out, DType::I8, "narrow_counts", "out"), need(in, DType::I32, "narrow_counts", "in");
     if (out.numel() != in.numel()) fail("narrow_counts: {} and {} differ in size", out.describe(), in.describe());
-    same_device("narrow_counts", {&out, &in});
+    const Device d = same_device("narrow_counts", {&out, &in});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::narrow_counts(d.index, out.raw_data<int8_t>(), in.raw_data<int32_t>(), in.numel());
     const int32_t* src = in.data<int32_t>();
     int8_t* dst = out.data<int8_t>();
     for (int64_t i = 0; i < in.numel(); ++i) {
@@ -98,8 +116,12 @@ void linear_counts(const Tensor& out, const Tensor& counts, const Tensor& w, con
     if (counts.rank() != 2) fail("linear_counts: counts {} must be [T, K]", counts.describe());
     const int64_t T = counts.dim(0), K = counts.dim(1);
     check_linear(out, w, mult, b, T, K, "linear_counts");
+    const Device d = same_device("linear_counts", {&out, &counts, &w, &mult, &b, &scratch});
+    if constexpr (kCuda)
+        if (d.is_cuda())
+            return cuda::linear_counts(d.index, out.raw_data<float>(), counts.raw_data<int8_t>(), T, K, w.raw_data<double>(),
+                                       w.dim(1), mult.raw_data<float>(), b.defined() ? b.raw_data<float>() : nullptr);
     need_min(scratch, DType::F64, T * K + T * w.dim(1), "linear_counts", "scratch");
-    same_device("linear_counts", {&out, &counts, &w, &mult, &b, &scratch});
     cpu::linear_counts(out.data<float>(), counts.data<int8_t>(), T, K, w.data<double>(), w.dim(1), mult.data<float>(),
                        b.defined() ? b.data<float>() : nullptr, scratch.data<double>());
 }
@@ -110,8 +132,13 @@ int64_t linear_spikes(const Tensor& out, const Tensor& spikes, const Tensor& w, 
     if (spikes.rank() != 3) fail("linear_spikes: spikes {} must be [S, T, K]", spikes.describe());
     const int64_t S = spikes.dim(0), T = spikes.dim(1), K = spikes.dim(2);
     check_linear(out, w, mult, b, T, K, "linear_spikes");
+    const Device d = same_device("linear_spikes", {&out, &spikes, &w, &mult, &b, &acc});
+    if constexpr (kCuda)
+        if (d.is_cuda())
+            return cuda::linear_spikes(d.index, out.raw_data<float>(), spikes.raw_data<int8_t>(), int(S), T, K,
+                                       w.raw_data<double>(), w.dim(1), mult.raw_data<float>(),
+                                       b.defined() ? b.raw_data<float>() : nullptr);
     need_min(acc, DType::F64, T * w.dim(1), "linear_spikes", "accumulator");
-    same_device("linear_spikes", {&out, &spikes, &w, &mult, &b, &acc});
     return cpu::linear_spikes(out.data<float>(), spikes.data<int8_t>(), int(S), T, K, w.data<double>(), w.dim(1),
                               mult.data<float>(), b.defined() ? b.data<float>() : nullptr, acc.data<double>());
 }
@@ -123,7 +150,11 @@ void kv_append_counts(const Tensor& kc, const Tensor& vc, const Tensor& nk, cons
     need_shape(vc, kc.shape(), "kv_append_counts", "v cache");
     const int64_t G = kc.dim(0), D = kc.dim(2);
     need_shape(nk, {T, G * D}, "kv_append_counts", "k counts"), need_shape(nv, {T, G * D}, "kv_append_counts", "v counts");
-    same_device("kv_append_counts", {&kc, &vc, &nk, &nv});
+    const Device d = same_device("kv_append_counts", {&kc, &vc, &nk, &nv});
+    if constexpr (kCuda)
+        if (d.is_cuda())
+            return cuda::kv_append_counts(d.index, kc.raw_data<int8_t>(), vc.raw_data<int8_t>(), nk.raw_data<int8_t>(),
+                                          nv.raw_data<int8_t>(), T, pos0, G, D, kc.dim(1));
     cpu::kv_append_counts(kc.data<int8_t>(), vc.data<int8_t>(), nk.data<int8_t>(), nv.data<int8_t>(), T, pos0, G, D,
                           kc.dim(1));
 }
@@ -133,6 +164,13 @@ namespace {
 int64_t group_of(int64_t H, int64_t G, const char* op) {
     if (H < 1 || G < 1 || H % G != 0) fail("{}: {} query heads do not share {} key/value heads evenly", op, H, G);
     return H / G;
+}
+// The CUDA attention kernels index one key/value head per query head (GPT-2); grouped-query
+// attention (a Llama with fewer key/value heads) runs on the CPU only.
+[[maybe_unused]] void cuda_heads_equal(int64_t group, const char* op) {
+    if (group != 1)
+        fail("{}: grouped-query attention ({} query heads per key/value head) runs on the CPU only, not on a GPU", op,
+             group);
 }
 }  // namespace
 
@@ -145,7 +183,13 @@ void scores_counts(const Tensor& scores, const Tensor& nq, const Tensor& kc, int
     const int64_t G = kc.dim(0), D = kc.dim(2), group = group_of(H, G, "scores_counts");
     need_shape(nq, {T, H * D}, "scores_counts", "queries");
     need_shape(scores, {H, T, P + T}, "scores_counts", "scores");
-    same_device("scores_counts", {&scores, &nq, &kc});
+    const Device d = same_device("scores_counts", {&scores, &nq, &kc});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {
+            cuda_heads_equal(group, "scores_counts");
+            return cuda::scores_counts(d.index, scores.raw_data<int32_t>(), nq.raw_data<int8_t>(), kc.raw_data<int8_t>(), T,
+                                       P, H, D, kc.dim(1));
+        }
     cpu::scores_counts(scores.data<int32_t>(), nq.data<int8_t>(), kc.data<int8_t>(), T, P, H, D, kc.dim(1), group);
 }
 
@@ -157,7 +201,13 @@ void pv_counts(const Tensor& out, const Tensor& np, const Tensor& vc, int64_t P)
     const int64_t G = vc.dim(0), D = vc.dim(2), group = group_of(H, G, "pv_counts");
     need_shape(np, {H, T, P + T}, "pv_counts", "probabilities");
     need(out, DType::I32, "pv_counts", "out"), need_shape(out, {T, H * D}, "pv_counts", "out");
-    same_device("pv_counts", {&out, &np, &vc});
+    const Device d = same_device("pv_counts", {&out, &np, &vc});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {
+            cuda_heads_equal(group, "pv_counts");
+            return cuda::pv_counts(d.index, out.raw_data<int32_t>(), np.raw_data<int8_t>(), vc.raw_data<int8_t>(), T, P, H,
+                                   D, vc.dim(1));
+        }
     cpu::pv_counts(out.data<int32_t>(), np.data<int8_t>(), vc.data<int8_t>(), T, P, H, D, vc.dim(1), group);
 }
 
@@ -172,8 +222,14 @@ int64_t scores_spikes(const Tensor& scores, const Tensor& qs, const Tensor& ks, 
     const int64_t G = kc.dim(0), D = kc.dim(2), group = group_of(H, G, "scores_spikes");
     need_shape(qs, {S, T, H * D}, "scores_spikes", "q spikes"), need_shape(ks, {S, T, G * D}, "scores_spikes", "k spikes");
     need_shape(scores, {H, T, P + T}, "scores_spikes", "scores");
+    const Device d = same_device("scores_spikes", {&scores, &qs, &ks, &kc, &run});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {  // the GPU keeps its running sums in registers: `run` is not needed
+            cuda_heads_equal(group, "scores_spikes");
+            return cuda::scores_spikes(d.index, scores.raw_data<int32_t>(), qs.raw_data<int8_t>(), ks.raw_data<int8_t>(),
+                                       kc.raw_data<int8_t>(), int(S), T, P, H, D, kc.dim(1));
+        }
     need_min(run, DType::I32, T * H * D + T * G * D, "scores_spikes", "running sums");
-    same_device("scores_spikes", {&scores, &qs, &ks, &kc, &run});
     return cpu::scores_spikes(scores.data<int32_t>(), qs.data<int8_t>(), ks.data<int8_t>(), kc.data<int8_t>(), int(S),
                               T, P, H, D, kc.dim(1), run.data<int32_t>(), group);
 }
@@ -188,8 +244,14 @@ int64_t pv_spikes(const Tensor& out, const Tensor& ps, const Tensor& vs, const T
     need_shape(ps, {S, H, T, P + T}, "pv_spikes", "probability spikes");
     need_shape(vs, {S, T, G * D}, "pv_spikes", "v spikes");
     need(out, DType::I32, "pv_spikes", "out"), need_shape(out, {T, H * D}, "pv_spikes", "out");
+    const Device d = same_device("pv_spikes", {&out, &ps, &vs, &vc, &run});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {
+            cuda_heads_equal(group, "pv_spikes");
+            return cuda::pv_spikes(d.index, out.raw_data<int32_t>(), ps.raw_data<int8_t>(), vs.raw_data<int8_t>(),
+                                   vc.raw_data<int8_t>(), int(S), T, P, H, D, vc.dim(1));
+        }
     need_min(run, DType::I32, H * T * (P + T) + T * G * D, "pv_spikes", "running sums");
-    same_device("pv_spikes", {&out, &ps, &vs, &vc, &run});
     return cpu::pv_spikes(out.data<int32_t>(), ps.data<int8_t>(), vs.data<int8_t>(), vc.data<int8_t>(), int(S), T, P,
                           H, D, vc.dim(1), run.data<int32_t>(), group);
 }
@@ -199,7 +261,16 @@ void dequantize_heads(const Tensor& out, const Tensor& in, const Tensor& mult) {
     need(mult, DType::F32, "dequantize_heads", "multipliers");
     need_shape(out, in.shape(), "dequantize_heads", "out");
     const int64_t H = mult.numel();
-    same_device("dequantize_heads", {&out, &in, &mult});
+    const Device d = same_device("dequantize_heads", {&out, &in, &mult});
+    if (in.rank() == 3 && in.dim(0) != H)
+        fail("dequantize_heads: {} has {} heads, multipliers {}", in.describe(), in.dim(0), H);
+    if (in.rank() == 2 && in.dim(1) % H != 0) fail("dequantize_heads: {} columns do not split into {} heads", in.dim(1), H);
+    if constexpr (kCuda)
+        if (d.is_cuda() && (in.rank() == 2 || in.rank() == 3)) {
+            const int64_t per = in.rank() == 3 ? in.dim(1) * in.dim(2) : 0, C = in.rank() == 2 ? in.dim(1) : 0;
+            return cuda::dequantize_heads(d.index, out.raw_data<float>(), in.raw_data<int32_t>(), mult.raw_data<float>(),
+                                          in.numel(), per, C, C / H);
+        }
     const int32_t* src = in.data<int32_t>();
     float* dst = out.data<float>();
     const float* m = mult.data<float>();
@@ -222,7 +293,9 @@ void dequantize_heads(const Tensor& out, const Tensor& in, const Tensor& mult) {
 void softmax_causal(const Tensor& x, int64_t P) {
     need(x, DType::F32, "softmax_causal", "x");
     if (x.rank() != 3 || x.dim(2) != P + x.dim(1)) fail("softmax_causal: x {} must be [H, T, P + T] with P = {}", x.describe(), P);
-    same_device("softmax_causal", {&x});
+    const Device d = same_device("softmax_causal", {&x});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::softmax_causal(d.index, x.raw_data<float>(), x.dim(0), x.dim(1), P);
     cpu::softmax_causal(x.data<float>(), x.dim(0), x.dim(1), P);
 }
 
@@ -235,7 +308,13 @@ void attention_scores(const Tensor& scores, const Tensor& qkv, const Tensor& kc,
     const int64_t G = kc.dim(0), D = kc.dim(2), group = group_of(H, G, "attention_scores");
     need_shape(qkv, {T, (H + 2 * G) * D}, "attention_scores", "qkv");
     need_shape(scores, {H, T, P + T}, "attention_scores", "scores");
-    same_device("attention_scores", {&scores, &qkv, &kc});
+    const Device d = same_device("attention_scores", {&scores, &qkv, &kc});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {
+            cuda_heads_equal(group, "attention_scores");
+            return cuda::attention_scores(d.index, scores.raw_data<float>(), qkv.raw_data<float>(), 3 * H * D,
+                                          kc.raw_data<float>(), T, P, H, D, kc.dim(1), scale);
+        }
     cpu::attention_scores(scores.data<float>(), qkv.data<float>(), (H + 2 * G) * D, kc.data<float>(), T, P, H, D,
                           kc.dim(1), scale, group);
 }
@@ -248,7 +327,13 @@ void attention_pv(const Tensor& out, const Tensor& probs, const Tensor& vc, int6
     const int64_t G = vc.dim(0), D = vc.dim(2), group = group_of(H, G, "attention_pv");
     need_shape(probs, {H, T, P + T}, "attention_pv", "probabilities");
     need(out, DType::F32, "attention_pv", "out"), need_shape(out, {T, H * D}, "attention_pv", "out");
-    same_device("attention_pv", {&out, &probs, &vc});
+    const Device d = same_device("attention_pv", {&out, &probs, &vc});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {
+            cuda_heads_equal(group, "attention_pv");
+            return cuda::attention_pv(d.index, out.raw_data<float>(), H * D, probs.raw_data<float>(), vc.raw_data<float>(),
+                                      T, P, H, D, vc.dim(1));
+        }
     cpu::attention_pv(out.data<float>(), H * D, probs.data<float>(), vc.data<float>(), T, P, H, D, vc.dim(1), group);
 }
 

@@ -1,5 +1,8 @@
 // kernels for the spiking network and its QANN, on Tensors (shape checks + device dispatch; the
-// CPU versions are in kernels/cpu/spiking.h, the per-element math in kernels/spiking_math.h).
+// CPU versions are in kernels/cpu/spiking.h, the CUDA ones in kernels/cuda/spiking.cu, the
+// per-element math both share in kernels/spiking_math.h). Scratch arguments (scratch, acc, run)
+// serve the CPU; on a GPU they are not used and may be undefined (the kernels draw temporaries
+// from the device pool). Functions returning a count wait for the GPU.
 // Letters: T tokens, N neurons per token, K inputs, S timesteps, H heads, D head dim, C = H*D,
 // P cached tokens, L = P + T keys, cap cache capacity.
 #pragma once

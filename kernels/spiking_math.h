@@ -52,6 +52,22 @@ STAC_HD int32_t constant_current(int32_t U, int t, int S) {
     return int32_t(floordiv(a, S) - floordiv(b, S));
 }
 
+// The same currents one step at a time, without a division per step (Bresenham): the current of
+// step t is q plus a carry of the running remainder, q = floor(U / S), r = U - q S in [0, S).
+// next() returns constant_current(U, t, S) for t = 0, 1, ..., S-1 (tested for every t).
+struct ConstantCurrent {
+    int32_t q, r, e, S;
+    STAC_HD ConstantCurrent(int32_t U, int S_) : q(U >= 0 ? U / S_ : -((-U + S_ - 1) / S_)), r(0), e(0), S(S_) {
+        r = U - q * S_;
+    }
+    STAC_HD int32_t next() {
+        e += r;
+        const int32_t carry = e >= S;
+        e -= carry * S;
+        return q + carry;
+    }
+};
+
 // One integrate-and-fire step with reset by subtraction and a bounded signed spike counter.
 // Returns the spike (-1, 0, +1); v and n are the membrane and the count so far.
 // The membrane saturates at +-kMembraneLimit, far beyond what a bounded count can use, so a neuron

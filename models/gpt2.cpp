@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string_view>
 #include <map>
 #include <set>
 
@@ -266,6 +269,56 @@ Gpt2Weights Gpt2Weights::random(const Gpt2Config& cfg, uint64_t seed) {
     return w;
 }
 
+Gpt2Weights Gpt2Weights::to(Device device, DType matrices) const {
+    if (matrices != DType::F32 && matrices != DType::F16 && matrices != DType::BF16)
+        fail("GPT-2 weights: dtype {} is not supported on a device (F32, F16, BF16)", dtype_name(matrices));
+    if (device.is_cpu() && matrices != DType::F32)
+        fail("GPT-2 weights: the CPU computes from F32 weights; {} weights need --device cuda", dtype_name(matrices));
+    if (device == this->device() && matrices == DType::F32 && wte.dtype() == DType::F32) return *this;
+    require_device(device);
+    const bool tied = lm_head.raw() == wte.raw();
+    Gpt2Weights out;
+    out.layers.resize(layers.size());
+    out.source_dtype = source_dtype;
+    struct Item {
+        const Tensor* src;
+        Tensor* dst;
+        DType dt;
+    };
+    std::vector<Item> items = {{&wte, &out.wte, matrices}, {&wpe, &out.wpe, matrices},
+                               {&lnf_g, &out.lnf_g, DType::F32}, {&lnf_b, &out.lnf_b, DType::F32}};
+    if (!tied) items.push_back({&lm_head, &out.lm_head, matrices});
+    for (size_t l = 0; l < layers.size(); ++l) {
+        const Gpt2Layer& a = layers[l];
+        Gpt2Layer& b = out.layers[l];
+        items.insert(items.end(), {{&a.ln1_g, &b.ln1_g, DType::F32}, {&a.ln1_b, &b.ln1_b, DType::F32},
+                                   {&a.attn_w, &b.attn_w, matrices}, {&a.attn_b, &b.attn_b, DType::F32},
+                                   {&a.proj_w, &b.proj_w, matrices}, {&a.proj_b, &b.proj_b, DType::F32},
+                                   {&a.ln2_g, &b.ln2_g, DType::F32}, {&a.ln2_b, &b.ln2_b, DType::F32},
+                                   {&a.fc_w, &b.fc_w, matrices},     {&a.fc_b, &b.fc_b, DType::F32},
+                                   {&a.fc_proj_w, &b.fc_proj_w, matrices}, {&a.fc_proj_b, &b.fc_proj_b, DType::F32}});
+    }
+    // One host staging arena in the target layout (256-byte aligned views), then one copy.
+    auto aligned = [](size_t n) { return (n + 255) / 256 * 256; };
+    size_t total = 0;
+    for (const Item& it : items) total += aligned(size_t(it.src->numel()) * dtype_size(it.dt));
+    const Tensor host_src_check = wte;  // the source must be readable on the host
+    if (!host_src_check.device().is_cpu()) fail("GPT-2 weights: moving weights between devices goes through the host");
+    auto staging = Storage::allocate(total, Device::cpu());
+    out.arena = Storage::allocate(total, device);
+    size_t off = 0;
+    for (const Item& it : items) {
+        const size_t n = size_t(it.src->numel());
+        convert_elements(static_cast<char*>(staging->data()) + off, it.dt, it.src->raw(), it.src->dtype(), n);
+        *it.dst = Tensor::view_of(out.arena, off, it.src->shape(), it.dt);
+        off += aligned(n * dtype_size(it.dt));
+    }
+    copy_bytes(out.arena->data(), device, staging->data(), Device::cpu(), total);
+    synchronize(device);  // the staging arena is freed on return
+    if (tied) out.lm_head = out.wte;
+    return out;
+}
+
 int64_t Gpt2Weights::parameter_count() const {
     int64_t n = 0;
     for (const auto& [name, t] : named_tensors()) n += t.numel();
@@ -292,11 +345,12 @@ std::vector<std::pair<std::string, Tensor>> Gpt2Weights::named_tensors() const {
 
 // ---------------------------------------------------------------- state
 
-Gpt2State::Gpt2State(const Gpt2Config& cfg, int64_t capacity) : cfg_(&cfg), capacity_(capacity) {
+Gpt2State::Gpt2State(const Gpt2Config& cfg, int64_t capacity, Device device)
+    : cfg_(&cfg), capacity_(capacity), device_(device) {
     const int64_t H = cfg.n_head, D = cfg.head_dim();
     for (int64_t l = 0; l < cfg.n_layer; ++l) {
-        k.push_back(Tensor::zeros({H, capacity, D}, DType::F32));
-        v.push_back(Tensor::zeros({H, capacity, D}, DType::F32));
+        k.push_back(Tensor::zeros({H, capacity, D}, DType::F32, device));
+        v.push_back(Tensor::zeros({H, capacity, D}, DType::F32, device));
     }
 }
 
@@ -308,19 +362,21 @@ void Gpt2State::truncate(int64_t n) {
 void Gpt2State::reserve(int64_t rows) {
     if (rows <= reserved_rows) return;
     const int64_t C = cfg_->n_embd, I = cfg_->inner();
-    x = Tensor::empty({rows, C}, DType::F32);
-    h = Tensor::empty({rows, C}, DType::F32);
-    qkv = Tensor::empty({rows, 3 * C}, DType::F32);
-    att = Tensor::empty({rows, C}, DType::F32);
-    mlp = Tensor::empty({rows, I}, DType::F32);
-    // One attention scratch per thread that runs heads side by side (kernels::attention).
-    scores = Tensor::empty({std::min<int64_t>(cfg_->n_head, num_threads()) * rows * capacity_}, DType::F32);
+    x = Tensor::empty({rows, C}, DType::F32, device_);
+    h = Tensor::empty({rows, C}, DType::F32, device_);
+    qkv = Tensor::empty({rows, 3 * C}, DType::F32, device_);
+    att = Tensor::empty({rows, C}, DType::F32, device_);
+    mlp = Tensor::empty({rows, I}, DType::F32, device_);
+    // On the CPU one attention scratch per thread that runs heads side by side (kernels::attention).
+    if (device_.is_cpu()) scores = Tensor::empty({std::min<int64_t>(cfg_->n_head, num_threads()) * rows * capacity_}, DType::F32);
+    else logits = Tensor::empty({rows, cfg_->vocab_size}, DType::F32, device_);
     reserved_rows = rows;
 }
 
 // ---------------------------------------------------------------- model
 
 Gpt2Model::Gpt2Model(Gpt2Config cfg, Gpt2Weights w) : cfg_(std::move(cfg)), w_(std::move(w)) {
+    if (const char* g = std::getenv("STAC_CUDA_GRAPHS"); g && std::string_view(g) == "0") cuda_graphs_ = false;
     info_.architecture = "gpt2";
     info_.vocab_size = cfg_.vocab_size;
     info_.n_positions = cfg_.n_positions;
@@ -339,11 +395,17 @@ std::unique_ptr<Gpt2Model> Gpt2Model::load(const fs::path& dir) {
     return std::make_unique<Gpt2Model>(std::move(cfg), std::move(w));
 }
 
+std::unique_ptr<Gpt2Model> Gpt2Model::to(const Placement& where) const {
+    auto m = std::make_unique<Gpt2Model>(cfg_, w_.to(where.device, where.weights));
+    m->cuda_graphs_ = cuda_graphs_;
+    return m;
+}
+
 std::unique_ptr<ModelState> Gpt2Model::new_state(int64_t capacity) const {
     if (capacity <= 0) capacity = cfg_.n_positions;
     if (capacity > cfg_.n_positions)
         fail("cache capacity {} exceeds the model's n_positions = {}", capacity, cfg_.n_positions);
-    return std::make_unique<Gpt2State>(cfg_, capacity);
+    return std::make_unique<Gpt2State>(cfg_, capacity, device());
 }
 
 std::string_view weight_format_name(WeightFormat f) { return f == WeightFormat::BF16 ? "bf16" : "f32"; }
@@ -356,6 +418,9 @@ WeightFormat weight_format_from_name(std::string_view s) {
 
 void Gpt2Model::set_weight_format(WeightFormat f) {
     if (f == format_) return;
+    if (!device().is_cpu())
+        fail("gpt2: packed bf16 matrices are the CPU's format; on {} choose the weights' dtype when moving the model (--weights-dtype)",
+             device().str());
     packed_.clear();
     head_bf16_ = Tensor();
     if (f == WeightFormat::BF16) {
@@ -374,37 +439,87 @@ void Gpt2Model::forward(std::span<const int32_t> ids, ModelState& state, LogitRo
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
     check_forward_args(info_, ids, P, st->capacity(), rows, logits, "gpt2");
     st->reserve(T);
+    const Device dev = device();
+    // Logits for a host tensor are computed on the device and copied once at the end.
+    const Tensor out = R == 0 || logits.device() == dev ? logits : st->logits.slice_rows(0, R);
 
+    if (dev.is_cuda() && T == 1 && cuda_graphs_ && !st->graph_failed) {
+        const int32_t host_step[2] = {ids[0], int32_t(P)};
+        if (!st->step.defined()) st->step = Tensor::empty({2}, DType::I32, dev);
+        copy_bytes(st->step.raw(), dev, host_step, Device::cpu(), sizeof(host_step));
+        const bool stale = !st->decode_graph.valid() || st->graph_rows != R || st->graph_reserved != st->reserved_rows ||
+                           st->graph_out != out.raw();
+        if (st->decode_steps == 0) {
+            run(*st, ids, P, R, out, true);  // warm-up: cuBLAS and the pool set up outside any recording
+        } else {
+            if (stale) {
+                st->decode_graph.reset();
+                try {
+                    DeviceGraph::begin_capture(dev);
+                    run(*st, ids, P, R, out, true);
+                    st->decode_graph = DeviceGraph::end_capture(dev);
+                    st->graph_rows = R, st->graph_reserved = st->reserved_rows, st->graph_out = out.raw();
+                } catch (const Error& e) {
+                    DeviceGraph::abort_capture(dev);
+                    st->graph_failed = true;
+                    std::fprintf(stderr, "stac: recording the decode step as a CUDA graph failed (%s); decoding without graphs\n",
+                                 e.what());
+                    run(*st, ids, P, R, out, true);
+                }
+            }
+            if (st->decode_graph.valid() && !st->graph_failed) {
+                st->decode_graph.launch();
+                ++st->graph_replays;
+            }
+        }
+        ++st->decode_steps;
+    } else {
+        run(*st, ids, P, R, out, false);
+    }
+    st->length_ = P + T;
+    if (R > 0 && out.raw() != logits.raw()) copy_bytes(logits.raw(), logits.device(), out.raw(), out.device(), out.nbytes());
+}
+
+void Gpt2Model::run(Gpt2State& st, std::span<const int32_t> ids, int64_t P, int64_t R, const Tensor& out,
+                    bool at_step) const {
+    const int64_t T = int64_t(ids.size());
     // x: [T, C] residual stream; h: [T, C] normalised / projected; qkv: [T, 3C]; att: [T, C]; mlp: [T, I]
-    const Tensor x = st->x.slice_rows(0, T), h = st->h.slice_rows(0, T), qkv = st->qkv.slice_rows(0, T),
-                 att = st->att.slice_rows(0, T), mlp = st->mlp.slice_rows(0, T);
-    const bool bf16 = format_ == WeightFormat::BF16;
+    const Tensor x = st.x.slice_rows(0, T), h = st.h.slice_rows(0, T), qkv = st.qkv.slice_rows(0, T),
+                 att = st.att.slice_rows(0, T), mlp = st.mlp.slice_rows(0, T);
+    // Each residual add is fused into the LayerNorm that follows it (x += h; h = ln(x)).
     const float eps = cfg_.layer_norm_epsilon;
-    kernels::embedding(x, ids, P, w_.wte, w_.wpe);
+    if (at_step) kernels::embedding_at(x, st.step, w_.wte, w_.wpe);
+    else kernels::embedding(x, ids, P, w_.wte, w_.wpe);
     kernels::layernorm(h, x, w_.layers[0].ln1_g, w_.layers[0].ln1_b, eps);
+    const bool bf16 = format_ == WeightFormat::BF16;  // the CPU's packed bf16 matrices
     for (int64_t l = 0; l < cfg_.n_layer; ++l) {
         const Gpt2Layer& L = w_.layers[size_t(l)];
         const PackedLayer* B = bf16 ? &packed_[size_t(l)] : nullptr;
+        const Tensor &kc = st.k[size_t(l)], &vc = st.v[size_t(l)];
         kernels::linear(qkv, h, B ? B->attn_w : L.attn_w, L.attn_b);
-        kernels::kv_append(st->k[size_t(l)], st->v[size_t(l)], qkv, P);
-        kernels::attention(att, qkv, st->k[size_t(l)], st->v[size_t(l)], P, cfg_.attn_scale(l), st->scores);
+        if (at_step) {
+            kernels::kv_append_at(kc, vc, qkv, st.step);
+            kernels::attention_at(att, qkv, kc, vc, st.step, cfg_.attn_scale(l), st.scores);
+        } else {
+            kernels::kv_append(kc, vc, qkv, P);
+            kernels::attention(att, qkv, kc, vc, P, cfg_.attn_scale(l), st.scores);
+        }
         kernels::linear(h, att, B ? B->proj_w : L.proj_w, L.proj_b);
-        kernels::add_layernorm(h, x, h, L.ln2_g, L.ln2_b, eps);  // x += attention; h = ln_2(x)
-        kernels::linear(mlp, h, B ? B->fc_w : L.fc_w, L.fc_b, cfg_.activation);
+        kernels::add_layernorm(x, h, h, L.ln2_g, L.ln2_b, eps);
+        kernels::linear_activation(mlp, h, B ? B->fc_w : L.fc_w, L.fc_b, cfg_.activation);
         kernels::linear(h, mlp, B ? B->fc_proj_w : L.fc_proj_w, L.fc_proj_b);
         if (l + 1 < cfg_.n_layer) {
-            const Gpt2Layer& N = w_.layers[size_t(l + 1)];
-            kernels::add_layernorm(h, x, h, N.ln1_g, N.ln1_b, eps);  // x += mlp; h = next ln_1(x)
+            const Gpt2Layer& next = w_.layers[size_t(l + 1)];
+            kernels::add_layernorm(x, h, h, next.ln1_g, next.ln1_b, eps);
         } else {
             kernels::add(x, h);
         }
     }
-    st->length_ = P + T;
     if (R == 0) return;
     // Final LayerNorm and head only for the rows that need logits.
     const Tensor xr = x.slice_rows(T - R, T), hr = h.slice_rows(0, R);
     kernels::layernorm(hr, xr, w_.lnf_g, w_.lnf_b, eps);
-    kernels::matmul_nt(logits, hr, bf16 ? head_bf16_ : w_.lm_head);
+    kernels::matmul_nt(out, hr, format_ == WeightFormat::BF16 ? head_bf16_ : w_.lm_head);
 }
 
 }  // namespace stac

@@ -1,4 +1,5 @@
-// GPT-2: config.json, weights from a Hugging Face model.safetensors (one f32 arena), and the CPU forward.
+// GPT-2: config.json, weights from a Hugging Face model.safetensors (one f32 arena), and the forward
+// on the CPU or a GPU (weights uploaded once into one device arena, KV cache on the device).
 // Letters: T tokens in a chunk, P tokens already cached, C = n_embd, H heads, D = C/H, I = n_inner,
 // V vocabulary, L layers, cap cache capacity.
 #pragma once
@@ -68,6 +69,10 @@ struct Gpt2Weights {
     // The same seed gives the same weights.
     static Gpt2Weights random(const Gpt2Config& cfg, uint64_t seed);
     int64_t parameter_count() const;  // distinct parameters (a tied head counted once)
+    // A copy in one arena on `device` (one host-to-device copy), the matrices (wte, wpe, the four
+    // per-layer weights, an untied head) in `matrices` dtype, the rest f32. The CPU takes F32 only.
+    Gpt2Weights to(Device device, DType matrices = DType::F32) const;
+    Device device() const { return wte.device(); }
     // Hugging Face names (with the "transformer." prefix) and tensors, for saving.
     std::vector<std::pair<std::string, Tensor>> named_tensors() const;
 };
@@ -76,7 +81,7 @@ struct Gpt2Weights {
 // scratch buffers of one forward (grown for the largest chunk seen, never in the decode loop).
 class Gpt2State final : public ModelState {
 public:
-    Gpt2State(const Gpt2Config& cfg, int64_t capacity);
+    Gpt2State(const Gpt2Config& cfg, int64_t capacity, Device device = Device::cpu());
     int64_t length() const override { return length_; }
     int64_t capacity() const override { return capacity_; }
     void clear() override { length_ = 0; }
@@ -84,15 +89,28 @@ public:
 
     std::vector<Tensor> k, v;  // per layer [H, cap, D]
     // Scratch for a chunk of up to `rows` tokens: x, h: [rows, C]; qkv: [rows, 3C]; att: [rows, C];
-    // mlp: [rows, I]; scores: [min(H, threads) * rows * cap].
+    // mlp: [rows, I]; scores: [min(H, threads) * rows * cap] (CPU only); on a GPU logits: [rows, V]
+    // for results that go to a host tensor.
     void reserve(int64_t rows);
-    Tensor x, h, qkv, att, mlp, scores;
+    Tensor x, h, qkv, att, mlp, scores, logits;
     int64_t reserved_rows = 0;
     int64_t length_ = 0;
+
+    // A GPU model's single-token forward (the decode step) is recorded once as a CUDA graph and
+    // replayed for every later token; its token id and position travel in `step` (I32 [2] on the
+    // device). Recorded again when the buffers it uses change.
+    Tensor step;
+    DeviceGraph decode_graph;
+    int64_t graph_rows = -1, graph_reserved = -1;
+    const void* graph_out = nullptr;
+    int64_t decode_steps = 0;   // single-token forwards so far (the first runs without a graph)
+    int64_t graph_replays = 0;  // ... of which replayed from the graph
+    bool graph_failed = false;  // recording failed once: decode without graphs
 
 private:
     const Gpt2Config* cfg_;
     int64_t capacity_;
+    Device device_;
 };
 
 // How the matrices of a model are held for its forward: f32 as loaded, or bf16 (packed for the
@@ -107,6 +125,14 @@ public:
     // Loads DIR/config.json and DIR/model.safetensors.
     static std::unique_ptr<Gpt2Model> load(const std::filesystem::path& dir);
     Gpt2Model(Gpt2Config cfg, Gpt2Weights w);
+    // The model on another device (weights uploaded once; see Gpt2Weights::to). Throws stac::Error
+    // naming the device when it is missing, busy or not compiled in.
+    std::unique_ptr<Gpt2Model> to(const Placement& where) const;
+    Device device() const { return w_.device(); }
+    // On a GPU, replay the decode step from a CUDA graph (default: on, unless the environment sets
+    // STAC_CUDA_GRAPHS=0). Results are the same either way; bench_gpu measures both.
+    void set_cuda_graphs(bool on) { cuda_graphs_ = on; }
+    bool cuda_graphs() const { return cuda_graphs_; }
 
     const ModelInfo& info() const override { return info_; }
     std::unique_ptr<ModelState> new_state(int64_t capacity = 0) const override;
@@ -123,10 +149,15 @@ private:
     struct PackedLayer {
         Tensor attn_w, proj_w, fc_w, fc_proj_w;  // bf16 [K/2, N, 2]
     };
+    // The layers and head for T tokens at positions P..; logits of the last R rows into `out` (on
+    // the model's device). at_step: the single-token variants reading {id, pos} from st.step.
+    void run(Gpt2State& st, std::span<const int32_t> ids, int64_t P, int64_t R, const Tensor& out, bool at_step) const;
+
     Gpt2Config cfg_;
     Gpt2Weights w_;
     ModelInfo info_;
-    WeightFormat format_ = WeightFormat::F32;
+    bool cuda_graphs_ = true;
+    WeightFormat format_ = WeightFormat::F32;  // CPU: F32 or the packed BF16 copies below
     std::vector<PackedLayer> packed_;
     Tensor head_bf16_;  // [V, C]
 };

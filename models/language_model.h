@@ -29,6 +29,13 @@ public:
     virtual void truncate(int64_t n) = 0;
 };
 
+// Where a model runs: the device, and on a GPU the dtype its weight matrices are kept in (F32, F16
+// or BF16; norms and biases stay f32, activations f32, accumulation f32).
+struct Placement {
+    Device device = Device::cpu();
+    DType weights = DType::F32;
+};
+
 struct ModelInfo {
     std::string architecture;  // "gpt2"
     int64_t vocab_size = 0;

@@ -27,6 +27,23 @@ std::unique_ptr<LanguageModel> load_language_model(const fs::path& dir) {
     fail("{}: model_type \"{}\" is not supported (supported: gpt2, llama)", cfg.string(), type);
 }
 
+std::unique_ptr<LanguageModel> load_language_model(const fs::path& dir, const Placement& where) {
+    if (where.device.is_cpu() && where.weights == DType::F32) return load_language_model(dir);
+    if (where.device.is_cpu()) {
+        if (where.weights != DType::BF16)
+            fail("{}: the CPU computes from f32 or bf16 weight matrices, not {}", dir.string(), dtype_name(where.weights));
+        std::unique_ptr<LanguageModel> m = load_language_model(dir);
+        auto* g = dynamic_cast<Gpt2Model*>(m.get());
+        if (!g) fail("{}: bf16 weight matrices on the CPU are for GPT-2 models; this is {}", dir.string(), m->info().architecture);
+        g->set_weight_format(WeightFormat::BF16);
+        return m;
+    }
+    require_device(where.device);  // before reading a large checkpoint for a GPU that is not there
+    std::unique_ptr<LanguageModel> m = load_language_model(dir);
+    if (auto* g = dynamic_cast<Gpt2Model*>(m.get())) return g->to(where);
+    fail("{}: {} models run on the CPU only", dir.string(), m->info().architecture);
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const fs::path& dir) {
     std::error_code ec;
     if (fs::is_regular_file(dir, ec)) return nullptr;  // a GGUF file: stac reads no tokenizer from it (token ids only)

@@ -13,6 +13,9 @@ namespace stac {
 // general.architecture ("llama"); throws stac::Error naming the file and the problem (missing
 // files, unknown architecture, malformed weights).
 std::unique_ptr<LanguageModel> load_language_model(const std::filesystem::path& dir);
+// The same, placed on `where` (a GPU: weights uploaded once; throws naming the device when it is
+// missing, busy or not compiled in).
+std::unique_ptr<LanguageModel> load_language_model(const std::filesystem::path& dir, const Placement& where);
 
 // The tokenizer files of `dir`: tokenizer.json (Hugging Face; preferred when present, with
 // tokenizer_config.json's eos_token), else vocab.json + merges.txt (GPT-2), or nullptr when it has

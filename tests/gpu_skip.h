@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdlib>
+#include <string>
 
 #include <doctest/doctest.h>
 
@@ -11,7 +12,7 @@
 #define STAC_REQUIRE_GPU()                                                                              \
     do {                                                                                                \
         if (stac::cuda_device_count() == 0) {                                                           \
-            MESSAGE("SKIPPED: no CUDA GPU (" << (stac::cuda_compiled() ? "CUDA build" : "CPU-only build") \
+            MESSAGE("SKIPPED: no CUDA GPU (" << std::string(stac::cuda_compiled() ? "CUDA build" : "CPU-only build") \
                                              << ")");                                                   \
             if (const char* e = std::getenv("STAC_CTEST"); e && e[0] == '1') std::_Exit(77);            \
             return;                                                                                     \

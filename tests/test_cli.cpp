@@ -158,3 +158,64 @@ TEST_CASE("cli: inspect, tokenize and chat on a model with the GPT-2 tokenizer")
     CHECK(r.rc == 0);
     CHECK(r.err.find("context window full") != std::string::npos);
 }
+
+TEST_CASE("cli: --device cuda runs on a GPU, or fails clearly (exit 1) where there is none; bad values are usage errors") {
+    const std::string m = gpt2_fixture("tiny-gelu-f32").string();
+    CliRun r = run_stac({"logits", "--model", m, "--ids", "1,2", "--device", "gpu"});
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("unknown device 'gpu'") != std::string::npos);
+    r = run_stac({"logits", "--model", m, "--ids", "1,2", "--weights-dtype", "f16"});
+    CHECK(r.rc == 2);
+    CHECK(r.err.find("needs --device cuda") != std::string::npos);
+    r = run_stac({"logits", "--model", m, "--ids", "1,2", "--device", "cuda", "--weights-dtype", "f8"});
+    CHECK(r.rc == 2);
+    r = run_stac({"convert", "--model", m, "--out", "/nonexistent/x", "--device", "cuda:0"});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("cuda:0") != std::string::npos);
+    if (cuda_device_count() == 0) {
+        for (const char* cmd : {"logits", "generate"}) {
+            r = run_stac({cmd, "--model", m, "--ids", "1,2", "--device", "cuda"});
+            CHECK(r.rc == 1);
+            CHECK(r.err.find(cuda_compiled() ? "device cuda:0: no CUDA GPU is available" : "no CUDA support") != std::string::npos);
+            CHECK(r.out.empty());
+        }
+        r = run_stac({"eval", "--model", m, "--device", "cuda:0"});
+        CHECK(r.rc == 1);
+        CHECK(r.err.find("cuda:0") != std::string::npos);
+    } else {
+        // The GPU's logits agree with the CPU's (the JSON prints them; compare the greedy ids).
+        const CliRun c = run_stac({"logits", "--model", m, "--ids", "1,2,3,4"});
+        r = run_stac({"logits", "--model", m, "--ids", "1,2,3,4", "--device", "cuda"});
+        CHECK(r.rc == 0);
+        const auto jc = nlohmann::json::parse(c.out), jg = nlohmann::json::parse(r.out);
+        CHECK(jg["greedy"] == jc["greedy"]);
+        r = run_stac({"logits", "--model", m, "--ids", "1,2,3,4", "--device", "cuda:99"});
+        CHECK(r.rc == 1);
+        CHECK(r.err.find("GPU(s) present") != std::string::npos);
+    }
+}
+
+TEST_CASE("cli: stac bench measures pp/tg for each run and thread count and writes JSON; bad tests are refused") {
+    const auto dir = gpt2_fixture("tiny-gelu-f32");
+    const CliRun r = run_stac({"bench", "--model", dir.string(), "--runs", "ann-f32,ann-bf16,qann,snn-count,snn-spike",
+                               "--timesteps", "4", "--levels", "4", "--tests", "pp8,tg3", "--threads-list", "1,2",
+                               "--repeats", "2", "--warmup", "0", "--json", "-", "--quiet"});
+    REQUIRE(r.rc == 0);
+    const auto j = nlohmann::json::parse(r.out);
+    // 5 runs x 2 tests x 2 thread counts, each a positive median inside [min, max].
+    REQUIRE(j["results"].size() == 20);
+    for (const auto& x : j["results"]) {
+        const auto& t = x["tokens_per_s"];
+        CHECK(t["median"].get<double>() > 0);
+        CHECK(t["min"].get<double>() <= t["median"].get<double>());
+        CHECK(t["median"].get<double>() <= t["max"].get<double>());
+        CHECK((x["test"] == "pp8" || x["test"] == "tg3"));
+    }
+    CHECK(j["model"]["n_layer"].get<int>() > 0);
+    const CliRun bad = run_stac({"bench", "--model", dir.string(), "--tests", "pp0"});
+    CHECK(bad.rc == 2);
+    CHECK(bad.err.find("pp0") != std::string::npos);
+    const CliRun run = run_stac({"bench", "--model", dir.string(), "--runs", "ann-f64"});
+    CHECK(run.rc == 2);
+    CHECK(run.err.find("ann-f64") != std::string::npos);
+}

@@ -14,6 +14,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/reference.h"
 #include "kernels/kernels.h"
+#include "models/gpt2.h"
 #include "tests/helpers.h"
 
 using namespace stac;
@@ -210,4 +211,26 @@ TEST_CASE("gemm: attention with heads side by side (scratch slices, 2 threads) e
                        H / G, slices);
         CHECK(max_abs_diff(fast.data(), ref.data(), ref.size()) < 1e-5f);
     }
+}
+
+TEST_CASE("gemm: a GPT-2 with bf16 matrices on the CPU stays close to f32 and keeps its greedy path") {
+    // bf16 rounds each weight by up to 2^-9 relative; the logits move by a small fraction of their
+    // spread. The bundled model's tests pin f32 exactly; here the bf16 path must run end to end,
+    // cached = batched, and stay near f32.
+    const auto dir = stac::test::gpt2_fixture("tiny-gelu-f32");
+    auto f32 = Gpt2Model::load(dir);
+    auto b16 = Gpt2Model::load(dir);
+    b16->set_weight_format(WeightFormat::BF16);
+    CHECK(b16->weight_format() == WeightFormat::BF16);
+    const std::vector<int32_t> ids = {1, 5, 9, 2, 7, 3, 8, 4, 6, 0, 11, 12};
+    const int64_t V = f32->info().vocab_size, T = int64_t(ids.size());
+    Tensor a = Tensor::empty({T, V}, DType::F32), b = Tensor::empty({T, V}, DType::F32), c = Tensor::empty({1, V}, DType::F32);
+    auto sa = f32->new_state(), sb = b16->new_state(), sc = b16->new_state();
+    f32->forward(ids, *sa, LogitRows::All, a);
+    b16->forward(ids, *sb, LogitRows::All, b);
+    float spread = 0;
+    for (int64_t i = 0; i < T * V; ++i) spread = std::max(spread, std::fabs(a.data<float>()[i]));
+    CHECK(max_abs_diff(a.data<float>(), b.data<float>(), size_t(T * V)) < 0.02f * spread);
+    for (int64_t t = 0; t < T; ++t) b16->forward(std::span<const int32_t>(&ids[size_t(t)], 1), *sc, LogitRows::Last, c);
+    CHECK(max_abs_diff(c.data<float>(), b.data<float>() + (T - 1) * V, size_t(V)) < 1e-4f);  // cached = batched
 }

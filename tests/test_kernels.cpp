@@ -1,6 +1,7 @@
 // kernels: every fast CPU op against the plain reference loops (kernels/cpu/reference.h).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -114,4 +115,141 @@ TEST_CASE("kernels: the Tensor API checks shapes, dtypes and ids") {
     const int32_t good[] = {3, 9};
     CHECK_NOTHROW(kernels::embedding(x, good, 4, wte, wpe));
     CHECK_THROWS_WITH_AS(kernels::embedding(x, good, 5, wte, wpe), doctest::Contains("positions"), Error);
+}
+
+TEST_CASE("kernels: online softmax (the GPU attention's running form) equals the two-pass softmax") {
+    // Weighted sums of values v_j with softmax(s) weights, taken chunk by chunk with
+    // softmax_rescale and merged across splits with softmax_merge, against the direct formula.
+    for (int n : {1, 5, 64, 333}) {
+        const auto s = random_floats(size_t(n), 40 + uint64_t(n), 3.0f), v = random_floats(size_t(n), 50 + uint64_t(n));
+        double m = -INFINITY, den = 0, num = 0;
+        for (int j = 0; j < n; ++j) m = std::max(m, double(s[size_t(j)]));
+        for (int j = 0; j < n; ++j) den += std::exp(s[size_t(j)] - m), num += std::exp(s[size_t(j)] - m) * v[size_t(j)];
+        const double want = num / den;
+        for (int chunk : {1, 7, 32}) {
+            // Two splits, each processed in chunks, then merged.
+            const int half = n / 2;
+            SoftmaxRunning part[2];
+            float acc[2] = {0, 0};
+            for (int z = 0; z < 2; ++z) {
+                const int lo = z == 0 ? 0 : half, hi = z == 0 ? half : n;
+                for (int c0 = lo; c0 < hi; c0 += chunk) {
+                    const int c1 = std::min(hi, c0 + chunk);
+                    float cm = -INFINITY;
+                    for (int j = c0; j < c1; ++j) cm = std::max(cm, s[size_t(j)]);
+                    const float m_new = std::max(part[z].m, cm);
+                    const float corr = softmax_rescale(part[z].m, m_new);
+                    float l = 0, a = 0;
+                    for (int j = c0; j < c1; ++j) {
+                        const float p = std::exp(s[size_t(j)] - m_new);
+                        l += p, a += p * v[size_t(j)];
+                    }
+                    part[z].l = part[z].l * corr + l;
+                    acc[z] = acc[z] * corr + a;
+                    part[z].m = m_new;
+                }
+            }
+            SoftmaxRunning all;
+            float fa0, fb0, fa1, fb1;
+            softmax_merge(all, part[0], &fa0, &fb0);
+            softmax_merge(all, part[1], &fa1, &fb1);
+            const float got = (acc[0] * fb0 * fa1 + acc[1] * fb1) / all.l;
+            CHECK(got == doctest::Approx(want).epsilon(1e-5));
+        }
+    }
+    // An empty split (no visible keys) contributes nothing and produces no NaN.
+    SoftmaxRunning a, empty;
+    float fa, fb;
+    softmax_merge(a, SoftmaxRunning{1.0f, 2.0f}, &fa, &fb);
+    softmax_merge(a, empty, &fa, &fb);
+    CHECK(fb == 0.0f);
+    CHECK(fa == 1.0f);
+    CHECK(a.l == 2.0f);
+}
+
+TEST_CASE("kernels: linear_activation and add_layernorm equal their unfused steps") {
+    const int64_t T = 5, K = 24, N = 40, C = 40;
+    const auto xv = random_floats(size_t(T * K), 60), wv = random_floats(size_t(K * N), 61, 0.3f), bv = random_floats(size_t(N), 62);
+    auto make = [](const std::vector<float>& v, Shape s) {
+        Tensor t = Tensor::empty(s, DType::F32);
+        std::copy(v.begin(), v.end(), t.data<float>());
+        return t;
+    };
+    const Tensor x = make(xv, {T, K}), w = make(wv, {K, N}), b = make(bv, {N});
+    for (Activation a : {Activation::GeluTanh, Activation::GeluErf, Activation::Relu}) {
+        Tensor fused = Tensor::empty({T, N}, DType::F32), plain = Tensor::empty({T, N}, DType::F32);
+        kernels::linear_activation(fused, x, w, b, a);
+        kernels::linear(plain, x, w, b);
+        kernels::activation(plain, a);
+        CHECK(std::equal(fused.data<float>(), fused.data<float>() + T * N, plain.data<float>()));
+    }
+    const auto r = random_floats(size_t(T * C), 63), y = random_floats(size_t(T * C), 64);
+    const Tensor g = make(random_floats(size_t(C), 65), {C}), bb = make(random_floats(size_t(C), 66), {C});
+    Tensor x1 = make(r, {T, C}), y1 = make(y, {T, C});
+    Tensor x2 = make(r, {T, C}), y2 = make(y, {T, C}), out2 = Tensor::empty({T, C}, DType::F32);
+    kernels::add_layernorm(x1, y1, y1, g, bb, 1e-5f);  // out aliases y, as the GPT-2 forward uses it
+    kernels::add(x2, y2);
+    kernels::layernorm(out2, x2, g, bb, 1e-5f);
+    CHECK(std::equal(x1.data<float>(), x1.data<float>() + T * C, x2.data<float>()));
+    CHECK(std::equal(y1.data<float>(), y1.data<float>() + T * C, out2.data<float>()));
+    CHECK_THROWS_WITH_AS(kernels::add_layernorm(x1, make(y, {C, T}), y1, g, bb, 1e-5f), doctest::Contains("add_layernorm: y"), Error);
+}
+
+TEST_CASE("kernels: top_k orders by value, ties to the lower id, NaN never chosen") {
+    const int64_t V = 10, k = 4;
+    Tensor l = Tensor::empty({2, V}, DType::F32), vals = Tensor::empty({2, k}, DType::F32), idx = Tensor::empty({2, k}, DType::I32);
+    const float row0[V] = {1, 5, 3, 5, NAN, -2, 5, 0, 4, 3};
+    const float row1[V] = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, 2, 1};
+    std::copy(row0, row0 + V, l.data<float>());
+    std::copy(row1, row1 + V, l.data<float>() + V);
+    kernels::top_k(vals, idx, l);
+    const int32_t* i = idx.data<int32_t>();
+    CHECK(std::vector<int32_t>(i, i + 4) == std::vector<int32_t>{1, 3, 6, 8});
+    CHECK(vals.data<float>()[3] == 4.0f);
+    CHECK(std::vector<int32_t>(i + 4, i + 8) == std::vector<int32_t>{8, 9, -1, -1});
+    CHECK(std::isnan(vals.data<float>()[7]));
+    Tensor big = Tensor::empty({2, 65}, DType::F32), bigi = Tensor::empty({2, 65}, DType::I32);
+    CHECK_THROWS_WITH_AS(kernels::top_k(big, bigi, l), doctest::Contains("k = 65"), Error);
+}
+
+TEST_CASE("kernels: f16/bf16 weights are refused on the CPU with a clear message") {
+    Tensor x = Tensor::zeros({1, 4}, DType::F32), w = Tensor::zeros({4, 4}, DType::F16), out = Tensor::empty({1, 4}, DType::F32);
+    CHECK_THROWS_WITH_AS(kernels::linear(out, x, w, Tensor()), doctest::Contains("expected F32"), Error);
+}
+
+TEST_CASE("kernels: the decode-step ops reading {id, pos} from a tensor equal the plain ones") {
+    const int64_t V = 30, NP = 16, H = 2, D = 4, C = H * D, cap = 16, P = 6;
+    auto make = [](Shape s, uint64_t seed) {
+        Tensor t = Tensor::empty(s, DType::F32);
+        const auto v = random_floats(size_t(t.numel()), seed);
+        std::copy(v.begin(), v.end(), t.data<float>());
+        return t;
+    };
+    const Tensor wte = make({V, C}, 70), wpe = make({NP, C}, 71), qkv = make({1, 3 * C}, 72);
+    Tensor step = Tensor::empty({2}, DType::I32);
+    step.data<int32_t>()[0] = 17, step.data<int32_t>()[1] = int32_t(P);
+    Tensor a = Tensor::empty({1, C}, DType::F32), b = Tensor::empty({1, C}, DType::F32);
+    const int32_t id[1] = {17};
+    kernels::embedding_at(a, step, wte, wpe);
+    kernels::embedding(b, id, P, wte, wpe);
+    CHECK(std::equal(a.data<float>(), a.data<float>() + C, b.data<float>()));
+    Tensor k1 = make({H, cap, D}, 73), v1 = make({H, cap, D}, 74), k2 = k1.clone(), v2 = v1.clone();
+    kernels::kv_append_at(k1, v1, qkv, step);
+    kernels::kv_append(k2, v2, qkv, P);
+    CHECK(std::equal(k1.data<float>(), k1.data<float>() + k1.numel(), k2.data<float>()));
+    CHECK(std::equal(v1.data<float>(), v1.data<float>() + v1.numel(), v2.data<float>()));
+    Tensor scratch = Tensor::empty({P + 1}, DType::F32);
+    kernels::attention_at(a, qkv, k1, v1, step, 0.5f, scratch);
+    kernels::attention(b, qkv, k2, v2, P, 0.5f, scratch);
+    CHECK(std::equal(a.data<float>(), a.data<float>() + C, b.data<float>()));
+    CHECK_THROWS_WITH_AS(kernels::embedding_at(a, Tensor::empty({3}, DType::I32), wte, wpe), doctest::Contains("step"), Error);
+}
+
+TEST_CASE("kernels: fill sets every element, F32, F64 and I32") {
+    Tensor a = Tensor::empty({7}, DType::F32), b = Tensor::empty({3, 2}, DType::F64), c = Tensor::empty({5}, DType::I32);
+    kernels::fill(a, 0.25), kernels::fill(b, 0.5), kernels::fill(c, -3);
+    CHECK(std::all_of(a.data<float>(), a.data<float>() + 7, [](float x) { return x == 0.25f; }));
+    CHECK(std::all_of(b.data<double>(), b.data<double>() + 6, [](double x) { return x == 0.5; }));
+    CHECK(std::all_of(c.data<int32_t>(), c.data<int32_t>() + 5, [](int32_t x) { return x == -3; }));
+    CHECK_THROWS_WITH_AS(kernels::fill(Tensor::empty({2}, DType::I8), 1), doctest::Contains("expected F32, F64 or I32"), Error);
 }

@@ -316,6 +316,10 @@ TEST_CASE("snn-llama: what is not built for Llama is refused by name") {
     const std::vector<int32_t> ids = {1, 2};
     CHECK(contains(error_of([&] { m->forward(ids, *st, LogitRows::None, Tensor()); }), "make a new state"));
     CHECK(contains(error_of([&] { m->new_state(65); }), "max_position_embeddings"));
+    // A spiking Llama runs on the CPU only: a GPU is refused by name, with or without one present.
+    CHECK(m->device() == Device::cpu());
+    CHECK(m->to(Device::cpu())->device() == Device::cpu());
+    CHECK(contains(error_of([&] { m->to(Device::cuda(0)); }), "runs on the CPU only"));
 }
 
 TEST_CASE("snn-llama: the stac program converts a Llama and runs logits, generate, eval, chat, test-conversation, bench on it") {
@@ -347,6 +351,9 @@ TEST_CASE("snn-llama: the stac program converts a Llama and runs logits, generat
     r = run_stac({"logits", "--model", snn.string(), "--ids", "1,2", "--schedule", "streaming"});
     CHECK(r.rc != 0);
     CHECK(contains(r.err, "streaming schedule is not built for Llama"));
+    r = run_stac({"logits", "--model", snn.string(), "--ids", "1,2", "--device", "cuda"});
+    CHECK(r.rc != 0);
+    CHECK(contains(r.err, "runs on the CPU only"));
 
     r = run_stac({"generate", "--model", snn.string(), "--prompt", "Once upon a time", "--max-new-tokens", "5", "--temperature", "0"});
     INFO(r.err);
@@ -369,6 +376,9 @@ TEST_CASE("snn-llama: the stac program converts a Llama and runs logits, generat
     INFO(r.err);
     REQUIRE(r.rc == 0);
     CHECK(read_json_file(out_json)["sweep"].size() == 3);
+    r = run_stac({"eval", "--model", snn.string(), "--text", text.string(), "--device", "cuda", "--quiet"});
+    CHECK(r.rc != 0);
+    CHECK(contains(r.err, "runs on the CPU only"));
 
     r = run_stac({"chat", "--model", snn.string(), "--max-new-tokens", "3", "--temperature", "0"}, "Hello\nHow are you?\n");
     INFO(r.err);

@@ -956,6 +956,20 @@ TEST_CASE("spiking: temporal-difference operators (GPT-2 and Llama) emit f(X_t) 
     }
 }
 
+TEST_CASE("spiking: ConstantCurrent (the fused neuron kernels' stepping) yields constant_current at every step") {
+    int64_t cases = 0;
+    for (int S : {1, 2, 3, 7, 16, 33, 128})
+        for (int32_t U : {0, 1, -1, 5, -5, 65535, -65536, 65536 * 3 + 17, -(65536 * 7) - 3, 127 * 65536, -127 * 65536}) {
+            spk::ConstantCurrent c(U, S);
+            for (int t = 0; t < S; ++t) {
+                const int32_t got = c.next(), want = spk::constant_current(U, t, S);
+                if (got != want) FAIL_CHECK("U " << U << " S " << S << " t " << t << ": " << got << " != " << want);
+            }
+            ++cases;
+        }
+    CHECK(cases == 77);
+}
+
 TEST_CASE("spiking: grouped-query attention on counts and spikes equals MHA with repeated key/value heads") {
     // H query heads share G key/value heads (query head h reads h / (H / G)); the result must equal
     // the plain (G = H) kernels on caches and k/v trains whose heads are repeated H / G times.

@@ -153,10 +153,33 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
 void add_model_option(ArgParser& p) {
     p.option("model", "DIR", "model or SNN directory (Hugging Face GPT-2 or Llama layout), or a .gguf file (llama; token ids only); default: $STAC_MODEL, else the bundled model");
     p.option("threads", "N", "CPU threads for the kernels (default: all cores)");
+    p.option("device", "cpu|cuda[:N]", "where the model runs (a GPU needs a CUDA build; convert, demo and test-conversation run on the CPU; Llama models run on the CPU)", "cpu");
+    p.option("weights-dtype", "f32|f16|bf16", "dtype of a float GPT-2's weight matrices, with f32 activations and sums either way: bf16 on the CPU uses the AVX-512 BF16 kernels (half the bytes per decode step); f16 needs a GPU", "f32");
 }
 
-void add_weights_option(ArgParser& p) {
-    p.option("weights", "f32|bf16", "how a float GPT-2 holds its matrices: f32, or bf16 (half the bytes per decode step; activations and sums stay f32)", "f32");
+Placement placement_from(const ArgParser& p, bool require_present) {
+    Placement where;
+    try {
+        where.device = Device::parse(p.get("device"));
+    } catch (const Error& e) {
+        throw UsageError(std::string("--device: ") + e.what());
+    }
+    const std::string w = p.get("weights-dtype");
+    if (w == "f32") where.weights = DType::F32;
+    else if (w == "f16") where.weights = DType::F16;
+    else if (w == "bf16") where.weights = DType::BF16;
+    else throw UsageError(fmt::format("--weights-dtype: '{}' is not f32, f16 or bf16", w));
+    if (where.device.is_cpu() && where.weights == DType::F16)
+        throw UsageError("--weights-dtype f16 needs --device cuda (the CPU computes from f32 or bf16 weights)");
+    if (require_present) require_device(where.device);
+    return where;
+}
+
+void require_cpu(const ArgParser& p, const char* command) {
+    const Placement where = placement_from(p);
+    if (!where.device.is_cpu())
+        fail("--device {}: {} runs on the CPU only so far (on a GPU: generate, chat, logits, inspect, eval)",
+             where.device.str(), command);
 }
 
 void apply_threads(const ArgParser& p) {
@@ -195,11 +218,14 @@ void add_snn_options(ArgParser& p) {
 }
 
 std::string OpenModel::describe() const {
-    if (!snn) return "float ANN";
+    const std::string where = placement.device.is_cpu()
+                                  ? std::string()
+                                  : fmt::format(" on {} ({} weights)", placement.device.str(), dtype_name(placement.weights));
+    if (!snn) return "float ANN" + where;
     const RunOptions& r = snn->run_options();
-    if (r.mode == RunMode::Qann) return fmt::format("QANN (L = {})", snn->spec().levels);
-    return fmt::format("SNN, {} schedule, {} path, S = {}, L = {}", schedule_name(r.schedule), spike_path_name(r.path),
-                       r.timesteps, snn->spec().levels);
+    if (r.mode == RunMode::Qann) return fmt::format("QANN (L = {}){}", snn->spec().levels, where);
+    return fmt::format("SNN, {} schedule, {} path, S = {}, L = {}{}", schedule_name(r.schedule), spike_path_name(r.path),
+                       r.timesteps, snn->spec().levels, where);
 }
 
 const Tokenizer& OpenModel::need_tokenizer(const std::string& why) const {
@@ -228,6 +254,9 @@ fs::path model_dir_from(const ArgParser& p) {
 OpenModel open_model(const ArgParser& p) {
     OpenModel m;
     m.dir = model_dir_from(p);
+    // The device is checked when the model moves there (load_language_model, SpikingModel::to), so
+    // that a Llama SNN says it runs on the CPU only whether or not a GPU is present.
+    if (p.knows("device")) m.placement = placement_from(p, false);
     if (is_snn_dir(m.dir)) {
         LoadedSnn l = load_snn_model(m.dir);
         RunOptions run;
@@ -249,28 +278,16 @@ OpenModel open_model(const ArgParser& p) {
                                      "--timesteps or lower --levels to keep SNN = QANN)\n",
                              run.timesteps, l.spec.levels);
         }
+        if (m.placement.weights != DType::F32)
+            throw UsageError("--weights-dtype: an SNN directory runs from f32 weights (its exact integer layers need them)");
         m.snn = l.make(run);
+        if (!m.placement.device.is_cpu()) m.snn = m.snn->to(m.placement.device);  // a Llama SNN refuses a GPU
         m.model = m.snn;
     } else {
         if (p.knows("path") && (p.has("qann") || p.has("schedule") || p.has("timesteps") || p.has("path")))
             throw UsageError(fmt::format("--path, --schedule, --timesteps and --qann apply to SNN directories; {} is a float model",
                                          m.dir.string()));
-        m.model = load_language_model(m.dir);
-    }
-    if (p.knows("weights")) {
-        WeightFormat f;
-        try {
-            f = weight_format_from_name(p.get("weights"));
-        } catch (const Error& e) {
-            throw UsageError(e.what());
-        }
-        if (f != WeightFormat::F32) {
-            auto* gpt2 = dynamic_cast<Gpt2Model*>(m.model.get());
-            if (!gpt2)
-                throw UsageError(fmt::format("--weights {} applies to float GPT-2 models; {} is {}", p.get("weights"),
-                                             m.dir.string(), m.snn ? "an SNN directory" : m.model->info().architecture));
-            gpt2->set_weight_format(f);
-        }
+        m.model = load_language_model(m.dir, m.placement);
     }
     m.tokenizer = load_tokenizer(m.dir);
     if (m.tokenizer && m.tokenizer->vocab_size() > m.model->info().vocab_size)

@@ -59,10 +59,14 @@ private:
 // "1,2,3" or "[1, 2, 3]" -> ids (UsageError on anything else)
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& option);
 
-// Options every model-taking command shares: --model and --threads.
+// Options every model-taking command shares: --model, --threads, --device and --weights-dtype.
 void add_model_option(ArgParser& p);
-// --weights f32|bf16 (commands that run a float model through open_model).
-void add_weights_option(ArgParser& p);
+// Where --device and --weights-dtype put the model. UsageError for malformed values; stac::Error
+// naming the device when it is not compiled in, missing or busy (unless !require_present: then the
+// caller's move to the device checks it, e.g. after an SNN directory said which model it holds).
+Placement placement_from(const ArgParser& p, bool require_present = true);
+// For commands that run on the CPU only so far: checks the device exists, then refuses a GPU clearly.
+void require_cpu(const ArgParser& p, const char* command);
 // Sets the kernels' thread count from --threads, if given (model_dir_from does it too).
 void apply_threads(const ArgParser& p);
 void add_sampling_options(ArgParser& p, const SamplingOptions& defaults);
@@ -76,6 +80,7 @@ struct OpenModel {
     std::shared_ptr<LanguageModel> model;   // what runs: the float model, or the SNN (or its QANN)
     std::shared_ptr<SpikingModel> snn;      // set when dir is an SNN directory (GPT-2 or Llama)
     std::unique_ptr<Tokenizer> tokenizer;
+    Placement placement;                    // where the model runs
     std::string describe() const;           // "gpt2 float" / "SNN layerwise spike S=16 L=8" ...
     const Tokenizer& need_tokenizer(const std::string& why) const;  // throws naming the directory
 };

@@ -120,6 +120,10 @@ int cmd_bench(int argc, char** argv) {
     p.flag("quiet", "no progress lines");
     if (!p.parse(argc, argv, 2)) return 0;
 
+    require_cpu(p, "bench (bench/bench_gpu measures a GPU)");
+    if (p.has("threads")) throw UsageError("--threads: stac bench measures each count of --threads-list");
+    if (p.has("weights-dtype"))
+        throw UsageError("--weights-dtype: stac bench measures both weight formats through --runs (ann-f32, ann-bf16)");
     const auto runs_wanted = split_list(p.get("runs"));
     for (const auto& r : runs_wanted)
         if (r != "ann-f32" && r != "ann-bf16" && r != "qann" && r != "snn-count" && r != "snn-spike")

@@ -75,6 +75,7 @@ int cmd_convert(int argc, char** argv) {
     p.flag("simplified", "thresholds from the weights alone, no calibration data (lower fidelity; GPT-2 only)");
     p.flag("quiet", "no progress bar or summary");
     if (!p.parse(argc, argv, 2)) return 0;
+    require_cpu(p, "convert");
     if (!p.has("out")) throw UsageError("--out SNNDIR is required");
     const fs::path dir = model_dir_from(p), out = p.get("out");
     const bool quiet = p.has("quiet");
@@ -162,6 +163,9 @@ int cmd_eval(int argc, char** argv) {
     p.option("plot", "FILE.svg", "draw fidelity and energy against S (with --sweep)");
     p.flag("quiet", "no progress bars");
     if (!p.parse(argc, argv, 2)) return 0;
+    // The models run where --device says (the SNN is built on the CPU, then uploaded).
+    const Placement where = placement_from(p, false);  // checked by SpikingModel::to (a Llama SNN: CPU only)
+    if (where.weights != DType::F32) throw UsageError("--weights-dtype: eval runs from f32 weights (the SNN's exact layers need them)");
     const bool quiet = p.has("quiet");
 
     // The SNN, and the ANN it came from (the same weights, checked by sha256 when loading).
@@ -200,10 +204,12 @@ int cmd_eval(int argc, char** argv) {
     const auto windows = text_windows(ids, window);
     if (windows.empty()) fail("{}: too little text to evaluate", text_path.string());
 
-    const LanguageModel& ann = *l.base;
-    const auto qann = l.make({RunMode::Qann, Schedule::LayerWise, SpikePath::Count, run.timesteps});
+    // Built on the CPU, then moved to --device (a Llama SNN runs on the CPU only and refuses a GPU);
+    // the ANN is the QANN's base model, on the same device.
+    const auto qann = l.make({RunMode::Qann, Schedule::LayerWise, SpikePath::Count, run.timesteps})->to(where.device);
+    const LanguageModel& ann = qann->ann();
     std::unique_ptr<SpikingModel> snn;
-    if (!p.has("qann")) snn = l.make(RunOptions{RunMode::Snn, run.schedule, run.path, run.timesteps});
+    if (!p.has("qann")) snn = l.make(RunOptions{RunMode::Snn, run.schedule, run.path, run.timesteps})->to(where.device);
     const Evaluation ev = evaluate(ann, qann.get(), snn.get(), windows, !quiet);
 
     json out = {{"snn", snn_dir.string()},
@@ -248,8 +254,9 @@ int cmd_eval(int argc, char** argv) {
             SnnSpec spec = l.spec;
             set_levels(spec, L);
             const std::string note = calibrate_timesteps(spec, S);
-            const auto q = make_spiking_model(l.base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, S});
-            const auto s = make_spiking_model(l.base, spec, {RunMode::Snn, sch, sch == Schedule::LayerWise ? SpikePath::Count : SpikePath::Spike, S});
+            const auto q = make_spiking_model(l.base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, S})->to(where.device);
+            const auto s = make_spiking_model(l.base, spec, {RunMode::Snn, sch, sch == Schedule::LayerWise ? SpikePath::Count : SpikePath::Spike, S})
+                               ->to(where.device);
             const Evaluation e = evaluate(ann, q.get(), s.get(), windows, false);
             const SpikeStats& ss = s->stats();
             const double ratio = ss.snn_energy_joules() / std::max(ss.ann_energy_joules(), 1e-30);

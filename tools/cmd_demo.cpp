@@ -34,6 +34,7 @@ int cmd_demo(int argc, char** argv) {
     p.option("text", "FILE", "held-out text (default: models/bundled/heldout.txt of this source tree)");
     p.option("eval-tokens", "N", "tokens of held-out text to evaluate", "1024");
     if (!p.parse(argc, argv, 2)) return 0;
+    require_cpu(p, "demo");
     const auto t0 = std::chrono::steady_clock::now();
     auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
 

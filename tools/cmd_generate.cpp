@@ -44,7 +44,6 @@ int cmd_generate(int argc, char** argv) {
                 "--temperature > 0). Timing goes to stderr. With --json, prints one JSON object at the end\n"
                 "instead: {\"prompt_ids\", \"new_ids\", \"text\", \"prefill_tokens_per_second\", \"decode_tokens_per_second\"}.");
     add_model_option(p);
-    add_weights_option(p);
     p.option("prompt", "TEXT", "prompt text (needs the model's tokenizer)");
     p.option("ids", "LIST", "prompt token ids instead, e.g. 464,2068,7586");
     p.option("max-new-tokens", "N", "most tokens to generate", "64");
@@ -127,7 +126,6 @@ int cmd_chat(int argc, char** argv) {
                 "way at --max-new-tokens. The session's KV cache is kept across turns, so only the new turn is\n"
                 "processed. Commands: /reset starts over, /quit ends. Works with piped input.");
     add_model_option(p);
-    add_weights_option(p);
     p.option("system", "TEXT", "text placed before the first turn (and again after /reset); ChatML: the system message");
     p.option("max-new-tokens", "N", "most tokens per reply", "128");
     p.option("max-context", "N", "context window in tokens; older tokens are dropped past it (0 = n_positions)", "0");

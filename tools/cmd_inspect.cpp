@@ -29,6 +29,7 @@ int cmd_tokenize(int argc, char** argv) {
     p.option("decode", "IDS", "token ids to turn back into text");
     p.flag("no-special", "treat <|endoftext|> in the text as ordinary text");
     if (!p.parse(argc, argv, 2)) return 0;
+    placement_from(p);  // tokenizing needs no device, but a bad --device is still an error
     // Only the tokenizer is needed: do not load the weights.
     const fs::path dir = model_dir_from(p);
     if (!fs::is_directory(dir)) fail("{}: model directory not found", dir.string());
@@ -63,7 +64,6 @@ int cmd_logits(int argc, char** argv) {
                 "round-trip f32 exactly. By default one batched pass computes every position; --incremental\n"
                 "feeds the tokens one at a time through the KV cache instead (the two must agree).");
     add_model_option(p);
-    add_weights_option(p);
     p.option("ids", "LIST", "token ids, e.g. 464,2068,7586");
     p.option("prompt", "TEXT", "text instead of ids (needs the model's tokenizer)");
     p.flag("incremental", "one token at a time through the KV cache");

@@ -57,6 +57,7 @@ int cmd_test_conversation(int argc, char** argv) {
     p.option("tolerance", "T", "largest |logit difference| accepted between cached and one-shot runs", "1e-4");
     p.option("timesteps", "S", "for an SNN directory: timesteps (default: its snn_config.json)");
     if (!p.parse(argc, argv, 2)) return 0;
+    require_cpu(p, "test-conversation");
     const double tol = p.get_double("tolerance");
     const std::filesystem::path dir = model_dir_from(p);
 

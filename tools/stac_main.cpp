@@ -11,7 +11,8 @@
 
 namespace {
 
-const char* kHelp = R"(stac: GPT-2-family language models on CPU, and converted into spiking neural networks.
+const char* kHelp = R"(stac: GPT-2-family language models on the CPU or an NVIDIA GPU (--device cuda), and converted into
+spiking neural networks.
 
 Usage: stac <command> [options]      (stac <command> --help for each command's options)
 

@@ -154,6 +154,50 @@ STAC_AVX512BF16 void head_bf16_rows_avx512(float* out, const uint16_t* xh, const
     }
 }
 
+// Four rows of the f32 head at a time: x is read once per 16 columns for four dot products.
+__attribute__((target("avx512f"))) void head_f32_rows_avx512(float* out, const float* x, const float* e, int64_t C,
+                                                             int64_t v0, int64_t v1) {
+    int64_t v = v0;
+    for (; v + 4 <= v1; v += 4) {
+        const float* r0 = e + v * C;
+        const float* r1 = r0 + C;
+        const float* r2 = r1 + C;
+        const float* r3 = r2 + C;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t c = 0; c < C; c += 16) {
+            const int64_t n = std::min<int64_t>(16, C - c);
+            const __mmask16 m = n == 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+            const __m512 xv = _mm512_maskz_loadu_ps(m, x + c);
+            a0 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(m, r0 + c), a0);
+            a1 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(m, r1 + c), a1);
+            a2 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(m, r2 + c), a2);
+            a3 = _mm512_fmadd_ps(xv, _mm512_maskz_loadu_ps(m, r3 + c), a3);
+        }
+        out[v] = _mm512_reduce_add_ps(a0);
+        out[v + 1] = _mm512_reduce_add_ps(a1);
+        out[v + 2] = _mm512_reduce_add_ps(a2);
+        out[v + 3] = _mm512_reduce_add_ps(a3);
+    }
+    for (; v < v1; ++v) {
+        const float* r = e + v * C;
+        __m512 a = _mm512_setzero_ps();
+        for (int64_t c = 0; c < C; c += 16) {
+            const int64_t n = std::min<int64_t>(16, C - c);
+            const __mmask16 m = n == 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+            a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + c), _mm512_maskz_loadu_ps(m, r + c), a);
+        }
+        out[v] = _mm512_reduce_add_ps(a);
+    }
+}
+
+bool cpu_has_avx512f() {
+    static const bool yes = [] {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") != 0;
+    }();
+    return yes;
+}
+
 void head_bf16_rows_portable(float* out, const uint16_t* xh, const uint16_t* xl, const uint16_t* e, int64_t C,
                              int64_t v0, int64_t v1) {
     for (int64_t v = v0; v < v1; ++v) {
@@ -241,6 +285,11 @@ void linear_bf16(float* out, const float* x, const uint16_t* wp, const float* b,
 }
 
 void matmul_nt_f32(float* out, const float* x, const float* e, int64_t T, int64_t C, int64_t V) {
+    if (T <= kGemvMaxRows && cpu_has_avx512f()) {  // decode: stream the head once per row of x
+        for (int64_t t = 0; t < T; ++t)
+            parallel_for(V, 256, [&](int64_t v0, int64_t v1) { head_f32_rows_avx512(out + t * V, x + t * C, e, C, v0, v1); });
+        return;
+    }
     parallel_for(V, 256, [&](int64_t v0, int64_t v1) {
         Eigen::Map<const RowMat> X(x, T, C), E(e + v0 * C, v1 - v0, C);
         Eigen::Map<RowMat, 0, Eigen::OuterStride<>> O(out + v0, T, v1 - v0, Eigen::OuterStride<>(V));

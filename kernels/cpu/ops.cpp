@@ -106,36 +106,42 @@ void attention(float* out, int64_t ldo, const float* q, int64_t ldq, const float
                int64_t slices) {
     const int64_t L = P + T;  // keys visible to the last query
     slices = std::clamp<int64_t>(slices, 1, H);
+    // Queries in blocks of kBlock rows: block [t0, t1) sees keys [0, P + t1) only, so a prompt's
+    // causal half of the score matrix is (mostly) never computed.
+    constexpr int64_t kBlock = 64;
     // Slice i of the scratch serves heads [H i / slices, H (i + 1) / slices), one slice per thread.
     parallel_for(slices, 1, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i)
             for (int64_t h = H * i / slices; h < H * (i + 1) / slices; ++h) {
-                // Q: [T, D] (strided view of q), K, V: [L, D] (the cache rows of this head's key/value head), S: [T, L]
                 const int64_t g = h / group;
                 float* sh = scratch + i * T * L;
-                Eigen::Map<const RowMat, 0, Strided> Q(q + h * D, T, D, Strided(ldq));
-                Eigen::Map<const RowMat> K(kc + g * cap * D, L, D), V(vc + g * cap * D, L, D);
-                Eigen::Map<RowMat> S(sh, T, L);
-                S.noalias() = Q * K.transpose();
-                for (int64_t t = 0; t < T; ++t) {
-                    float* s = sh + t * L;
-                    const int64_t len = P + t + 1;
-                    float m = -INFINITY;
-                    for (int64_t j = 0; j < len; ++j) {
-                        s[j] *= scale;
-                        m = std::max(m, s[j]);
+                for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
+                    const int64_t t1 = std::min(T, t0 + kBlock), Tb = t1 - t0, Lb = P + t1;
+                    // Q: [Tb, D] (strided view of q), K, V: [Lb, D] (this head's key/value head), S: [Tb, Lb]
+                    Eigen::Map<const RowMat, 0, Strided> Q(q + t0 * ldq + h * D, Tb, D, Strided(ldq));
+                    Eigen::Map<const RowMat> K(kc + g * cap * D, Lb, D), V(vc + g * cap * D, Lb, D);
+                    Eigen::Map<RowMat> S(sh, Tb, Lb);
+                    S.noalias() = Q * K.transpose();
+                    for (int64_t t = 0; t < Tb; ++t) {
+                        float* s = sh + t * Lb;
+                        const int64_t len = P + t0 + t + 1;
+                        float m = -INFINITY;
+                        for (int64_t j = 0; j < len; ++j) {
+                            s[j] *= scale;
+                            m = std::max(m, s[j]);
+                        }
+                        float sum = 0;
+                        for (int64_t j = 0; j < len; ++j) {
+                            s[j] = std::exp(s[j] - m);
+                            sum += s[j];
+                        }
+                        const float inv = 1.0f / sum;
+                        for (int64_t j = 0; j < len; ++j) s[j] *= inv;
+                        for (int64_t j = len; j < Lb; ++j) s[j] = 0.0f;  // future positions (causal mask)
                     }
-                    float sum = 0;
-                    for (int64_t j = 0; j < len; ++j) {
-                        s[j] = std::exp(s[j] - m);
-                        sum += s[j];
-                    }
-                    const float inv = 1.0f / sum;
-                    for (int64_t j = 0; j < len; ++j) s[j] *= inv;
-                    for (int64_t j = len; j < L; ++j) s[j] = 0.0f;  // future positions (causal mask)
+                    Eigen::Map<RowMat, 0, Strided> O(out + t0 * ldo + h * D, Tb, D, Strided(ldo));
+                    O.noalias() = S * V;
                 }
-                Eigen::Map<RowMat, 0, Strided> O(out + h * D, T, D, Strided(ldo));
-                O.noalias() = S * V;
             }
     });
 }
