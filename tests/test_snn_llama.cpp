@@ -2,7 +2,7 @@
 // f32, GQA 8:2 bf16 in shards): float mode = the Llama forward; in the layer-wise schedule SNN
 // (spike path) = SNN (count path) = QANN bit for bit, batched and chunk by chunk through the cache
 // of key/value-head counts; multi-turn cached = one-shot; save -> load; refusals; the stac program
-// (convert, logits, generate, eval, chat, test-conversation, bench) on a Llama SNN directory.
+// (convert, inspect, logits, generate, eval, chat, test-conversation, bench) on a Llama SNN directory.
 #include <doctest/doctest.h>
 
 #include <fstream>
@@ -334,6 +334,22 @@ TEST_CASE("snn-llama: the stac program converts a Llama and runs logits, generat
     const json cfg = read_json_file(snn / "snn_config.json");
     CHECK(cfg["architecture"] == "llama");
     CHECK(cfg["calibration"]["samples"] == 8);
+
+    // inspect describes the float Llama and its SNN.
+    r = run_stac({"inspect", "--model", snn.string(), "--json"});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    const json ins = json::parse(r.out);
+    CHECK(ins["architecture"] == "llama");
+    CHECK(ins["n_kv_head"] == 2);
+    CHECK(ins["parameters"] == 50257 * 8 + 8 + 2 * (8 + 8 * 8 + 2 * 4 * 8 + 8 * 8 + 8 + 3 * 16 * 8));
+    CHECK(ins["snn"]["levels"] == 8);
+    CHECK(ins["snn"]["activation"] == "silu");
+    CHECK(ins["file_bytes"].get<int64_t>() == int64_t(fs::file_size(snn / "model.safetensors")));
+    r = run_stac({"inspect", "--model", src.string()});
+    INFO(r.err);
+    CHECK(r.rc == 0);
+    CHECK(contains(r.out, "4 query heads over 2 key/value heads"));
 
     // logits: the SNN on both paths equals its QANN; the float directory gives the float model.
     auto logits = [&](std::vector<std::string> extra) {

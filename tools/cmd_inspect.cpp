@@ -12,6 +12,7 @@
 #include "core/safetensors.h"
 #include "convert/convert.h"
 #include "models/gpt2.h"
+#include "models/llama.h"
 #include "models/model_dir.h"
 #include "tools/cli.h"
 
@@ -114,16 +115,91 @@ int cmd_logits(int argc, char** argv) {
     return 0;
 }
 
+namespace {
+
+// The spiking part of inspect (both architectures): JSON and text.
+nlohmann::json snn_json(const SnnSpec& s) {
+    return {{"timesteps", s.timesteps}, {"levels", s.levels}, {"schedule", std::string(schedule_name(s.schedule))},
+            {"activation", activation_name(s.activation)}, {"granularity", s.per_channel ? "channel" : "tensor"},
+            {"percentile", s.percentile}, {"sites", s.sites.str()}, {"simplified", s.simplified},
+            {"calibration", s.calibration}};
+}
+
+// inspect for a Llama directory, a Llama SNN directory or a llama GGUF file.
+int inspect_llama(const ArgParser& p, const OpenModel& m, const LlamaModel& model) {
+    const LlamaConfig& c = model.config();
+    const LlamaWeights& w = model.weights();
+    // The bytes of the weights as stored: the GGUF file, or every *.safetensors but the SNN's thresholds.
+    uint64_t file_bytes = 0;
+    std::error_code ec;
+    if (fs::is_regular_file(m.dir, ec)) file_bytes = fs::file_size(m.dir);
+    else
+        for (const auto& e : fs::directory_iterator(m.dir))
+            if (e.path().extension() == ".safetensors" && e.path().filename() != "snn.safetensors") file_bytes += e.file_size();
+    const int64_t params = w.parameter_count();
+    const bool hf = m.tokenizer && fs::exists(m.dir / "tokenizer.json", ec);
+    nlohmann::json j = {{"model", m.dir.string()},
+                        {"architecture", "llama"},
+                        {"n_layer", c.n_layer},
+                        {"hidden_size", c.hidden},
+                        {"n_head", c.n_head},
+                        {"n_kv_head", c.n_kv_head},
+                        {"head_dim", c.head_dim()},
+                        {"intermediate_size", c.intermediate},
+                        {"n_positions", c.n_positions},
+                        {"vocab_size", c.vocab_size},
+                        {"rope_theta", c.rope_theta},
+                        {"rms_norm_eps", c.rms_norm_eps},
+                        {"tied_lm_head", c.tie_word_embeddings},
+                        {"parameters", params},
+                        {"file_dtype", w.source_dtype},
+                        {"file_bytes", file_bytes},
+                        {"memory_bytes", w.arena->bytes()},
+                        {"tokenizer", m.tokenizer ? nlohmann::json{{"kind", hf ? "hf-bpe" : "gpt2-bpe"},
+                                                                   {"vocab_size", m.tokenizer->vocab_size()}}
+                                                  : nlohmann::json(nullptr)}};
+    if (m.snn) j["snn"] = snn_json(m.snn->spec());
+    if (p.has("json")) {
+        std::puts(j.dump(2).c_str());
+        return 0;
+    }
+    fmt::print("model:        {}\n", m.dir.string());
+    fmt::print("architecture: llama, {} layers, hidden {}, {} query heads over {} key/value heads (head dim {}), intermediate {}\n",
+               c.n_layer, c.hidden, c.n_head, c.n_kv_head, c.head_dim(), c.intermediate);
+    fmt::print("context:      {} positions (rope_theta {}); vocabulary {}\n", c.n_positions, c.rope_theta, c.vocab_size);
+    fmt::print("norm:         RMSNorm, eps {}; MLP SiLU-gated; LM head {}\n", c.rms_norm_eps,
+               c.tie_word_embeddings ? "tied to the embedding" : "separate (lm_head.weight)");
+    fmt::print("parameters:   {} ({:.1f} M)\n", params, double(params) / 1e6);
+    fmt::print("weights:      {} as stored ({} bytes); f32 in memory ({} bytes)\n", w.source_dtype, file_bytes, w.arena->bytes());
+    if (hf) fmt::print("tokenizer:    Hugging Face byte-level BPE, {} tokens (tokenizer.json)\n", m.tokenizer->vocab_size());
+    else if (m.tokenizer) fmt::print("tokenizer:    GPT-2 byte-level BPE, {} tokens (vocab.json + merges.txt)\n", m.tokenizer->vocab_size());
+    else fmt::print("tokenizer:    none (ids only)\n");
+    if (m.snn) {
+        const SnnSpec& s = m.snn->spec();
+        fmt::print("spiking:      S = {} timesteps, L = {} levels, {} schedule, activation {} (gate), {} thresholds ({}th percentile)\n",
+                   s.timesteps, s.levels, schedule_name(s.schedule), activation_name(s.activation),
+                   s.per_channel ? "per-channel" : "per-tensor", s.percentile);
+        fmt::print("sites:        {}\n", s.sites.str());
+        fmt::print("calibration:  {}\n", s.calibration.dump());
+    }
+    return 0;
+}
+
+}  // namespace
+
 int cmd_inspect(int argc, char** argv) {
     ArgParser p("inspect", "--model DIR [--json]",
-                "Shows a model directory: architecture and config, parameter count, the dtypes and bytes of\n"
-                "model.safetensors, the bytes held in memory, and the tokenizer. Loads and checks everything.");
+                "Shows a model directory (GPT-2 or Llama, float or SNN): architecture and config, parameter count,\n"
+                "the dtypes and bytes of the stored weights, the bytes held in memory, and the tokenizer. Loads and\n"
+                "checks everything.");
     add_model_option(p);
     p.flag("json", "print JSON instead of text");
     if (!p.parse(argc, argv, 2)) return 0;
     OpenModel m = open_model(p);
-    const Gpt2Model* gpt2 = dynamic_cast<const Gpt2Model*>(m.snn ? &m.snn->ann() : m.model.get());
-    if (!gpt2) fail("{}: inspect knows only GPT-2 models", m.dir.string());
+    const LanguageModel& ann = m.snn ? m.snn->ann() : *m.model;
+    const Gpt2Model* gpt2 = dynamic_cast<const Gpt2Model*>(&ann);
+    if (const auto* llama = dynamic_cast<const LlamaModel*>(&ann)) return inspect_llama(p, m, *llama);
+    if (!gpt2) fail("{}: inspect knows GPT-2 and Llama models, not {}", m.dir.string(), ann.info().architecture);
     const Gpt2Config& c = gpt2->config();
     const Gpt2Weights& w = gpt2->weights();
     const fs::path st = m.dir / "model.safetensors";
@@ -148,13 +224,7 @@ int cmd_inspect(int argc, char** argv) {
                         {"tokenizer", m.tokenizer ? nlohmann::json{{"kind", "gpt2-bpe"},
                                                                    {"vocab_size", m.tokenizer->vocab_size()}}
                                                   : nlohmann::json(nullptr)}};
-    if (m.snn) {
-        const SnnSpec& s = m.snn->spec();
-        j["snn"] = {{"timesteps", s.timesteps}, {"levels", s.levels}, {"schedule", std::string(schedule_name(s.schedule))},
-                    {"activation", activation_name(s.activation)}, {"granularity", s.per_channel ? "channel" : "tensor"},
-                    {"percentile", s.percentile}, {"sites", s.sites.str()}, {"simplified", s.simplified},
-                    {"calibration", s.calibration}};
-    }
+    if (m.snn) j["snn"] = snn_json(m.snn->spec());
     if (p.has("json")) {
         std::puts(j.dump(2).c_str());
         return 0;
