@@ -1,9 +1,5 @@
 #include "core/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -12,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/mapped_file.h"
 
 namespace stac {
 
@@ -70,14 +67,6 @@ std::string GgufTensorInfo::type_name() const {
 // ---------------------------------------------------------------- parsing
 
 namespace {
-
-struct Mapping {
-    void* addr = nullptr;
-    size_t size = 0;
-    ~Mapping() {
-        if (addr && addr != MAP_FAILED) munmap(addr, size);
-    }
-};
 
 // A bounds-checked little-endian cursor over the mapped file; `what` says where a failure happened.
 class Reader {
@@ -172,27 +161,12 @@ GgufValue read_value(Reader& r, GgufValueType type, const std::string& what, con
 
 GgufFile GgufFile::open(const fs::path& path) {
     const std::string file = path.string();
-    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail("{}: cannot open: {}", file, std::strerror(errno));
-    struct stat st {};
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ::close(fd);
-        fail("{}: not a regular file", file);
-    }
-    const auto file_size = uint64_t(st.st_size);
-    if (file_size < 24) {
-        ::close(fd);
-        fail("{}: file is {} bytes, too short for a GGUF header (24)", file, file_size);
-    }
-    auto map = std::make_shared<Mapping>();
-    map->size = file_size;
-    map->addr = mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    ::close(fd);
-    if (map->addr == MAP_FAILED) fail("{}: cannot map {} bytes: {}", file, file_size, std::strerror(errno));
+    const auto map = MappedFile::open(file, 24, "GGUF header");
+    const uint64_t file_size = map->size;
 
     GgufFile g;
     g.path_ = path;
-    g.base_ = static_cast<const uint8_t*>(map->addr);
+    g.base_ = map->data;
     g.size_ = file_size;
     g.mapping_ = map;
     Reader r(g.base_, file_size, file);

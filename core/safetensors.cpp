@@ -1,10 +1,5 @@
 #include "core/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -12,6 +7,8 @@
 #include <set>
 
 #include <nlohmann/json.hpp>
+
+#include "core/mapped_file.h"
 
 namespace stac {
 
@@ -31,14 +28,6 @@ std::optional<size_t> st_dtype_size(std::string_view name) {
     return std::nullopt;
 }
 
-struct Mapping {
-    void* addr = nullptr;
-    size_t size = 0;
-    ~Mapping() {
-        if (addr && addr != MAP_FAILED) munmap(addr, size);
-    }
-};
-
 uint64_t read_u64_le(const uint8_t* p) {
     uint64_t v = 0;
     for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
@@ -55,24 +44,9 @@ std::string SafetensorsEntry::shape_str() const {
 
 SafetensorsFile SafetensorsFile::open(const fs::path& path) {
     const std::string file = path.string();
-    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail("{}: cannot open: {}", file, std::strerror(errno));
-    struct stat st {};
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        ::close(fd);
-        fail("{}: not a regular file", file);
-    }
-    const auto file_size = static_cast<uint64_t>(st.st_size);
-    if (file_size < 8) {
-        ::close(fd);
-        fail("{}: file is {} bytes, too short for a safetensors header (needs at least 8)", file, file_size);
-    }
-    auto map = std::make_shared<Mapping>();
-    map->size = file_size;
-    map->addr = mmap(nullptr, file_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    ::close(fd);
-    if (map->addr == MAP_FAILED) fail("{}: cannot map {} bytes: {}", file, file_size, std::strerror(errno));
-    const auto* base = static_cast<const uint8_t*>(map->addr);
+    const auto map = MappedFile::open(file, 8, "safetensors header");
+    const uint64_t file_size = map->size;
+    const uint8_t* base = map->data;
 
     const uint64_t header_len = read_u64_le(base);
     if (header_len > kMaxHeaderBytes)
@@ -170,7 +144,7 @@ SafetensorsFile SafetensorsFile::open(const fs::path& path) {
     }
 
     f.data_ = base + 8 + header_len;
-    f.mapping_ = std::shared_ptr<const void>(map, map->addr);
+    f.mapping_ = std::shared_ptr<const void>(map, map->data);
     return f;
 }
 
