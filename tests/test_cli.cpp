@@ -159,7 +159,7 @@ TEST_CASE("cli: inspect, tokenize and chat on a model with the GPT-2 tokenizer")
     CHECK(r.err.find("context window full") != std::string::npos);
 }
 
-TEST_CASE("cli: --device cuda runs on a GPU, or fails clearly (exit 1) where there is none; bad values are usage errors") {
+TEST_CASE("cli: --device cuda runs on a GPU, or fails clearly (exit 1) where there is none - bad values are usage errors") {
     const std::string m = gpt2_fixture("tiny-gelu-f32").string();
     CliRun r = run_stac({"logits", "--model", m, "--ids", "1,2", "--device", "gpu"});
     CHECK(r.rc == 2);
@@ -179,7 +179,10 @@ TEST_CASE("cli: --device cuda runs on a GPU, or fails clearly (exit 1) where the
             CHECK(r.err.find(cuda_compiled() ? "device cuda:0: no CUDA GPU is available" : "no CUDA support") != std::string::npos);
             CHECK(r.out.empty());
         }
-        r = run_stac({"eval", "--model", m, "--device", "cuda:0"});
+        TempDir tmp;  // eval runs an SNN directory over text: convert a model with a tokenizer first
+        make_text_model(tmp / "text");
+        REQUIRE(run_stac({"convert", "--model", (tmp / "text").string(), "--out", (tmp / "snn").string(), "--simplified", "--quiet"}).rc == 0);
+        r = run_stac({"eval", "--model", (tmp / "snn").string(), "--device", "cuda:0", "--quiet"});
         CHECK(r.rc == 1);
         CHECK(r.err.find("cuda:0") != std::string::npos);
     } else {
@@ -195,7 +198,7 @@ TEST_CASE("cli: --device cuda runs on a GPU, or fails clearly (exit 1) where the
     }
 }
 
-TEST_CASE("cli: stac bench measures pp/tg for each run and thread count and writes JSON; bad tests are refused") {
+TEST_CASE("cli: stac bench measures pp/tg for each run and thread count and writes JSON - bad tests are refused") {
     const auto dir = gpt2_fixture("tiny-gelu-f32");
     const CliRun r = run_stac({"bench", "--model", dir.string(), "--runs", "ann-f32,ann-bf16,qann,snn-count,snn-spike",
                                "--timesteps", "4", "--levels", "4", "--tests", "pp8,tg3", "--threads-list", "1,2",

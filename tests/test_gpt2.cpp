@@ -130,7 +130,7 @@ TEST_CASE("gpt2: greedy continuations equal transformers' generate()") {
     }
 }
 
-TEST_CASE("gpt2: published layout loads: no prefix, mask buffers ignored, tied head; dtypes upcast") {
+TEST_CASE("gpt2: published layout loads: no prefix, mask buffers ignored, tied head - dtypes upcast") {
     const auto m = Gpt2Model::load(gpt2_fixture("tiny-gelu-bf16-published"));
     CHECK(m->config().activation == Activation::GeluErf);
     CHECK(m->weights().source_dtype == "BF16");

@@ -535,7 +535,7 @@ TEST_SUITE("gpu") {
         CHECK(allocation_count() == a0);
     }
 
-    TEST_CASE("gpu: spiking GPT-2 on the GPU: layer-wise SNN = QANN bit for bit, spike path = count path; streaming near the CPU") {
+    TEST_CASE("gpu: spiking GPT-2 on the GPU: layer-wise SNN = QANN bit for bit, spike path = count path - streaming near the CPU") {
         STAC_REQUIRE_GPU();
         for (const char* name : {"tiny-gelu-f32", "tiny-relu-f16"}) {
             CAPTURE(name);

@@ -33,7 +33,7 @@ std::filesystem::path smollm2_dir() {
 
 }  // namespace
 
-TEST_CASE("smollm2: logits match transformers on the dequantized SmolLM2-135M-Instruct; GGUF loads the same" *
+TEST_CASE("smollm2: logits match transformers on the dequantized SmolLM2-135M-Instruct - GGUF loads the same" *
           doctest::test_suite("long")) {
     STAC_REQUIRE_SMOLLM2();
     const auto dir = smollm2_dir();

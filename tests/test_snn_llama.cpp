@@ -174,7 +174,7 @@ TEST_CASE("snn-llama: layer-wise SNN equals the QANN bit for bit on both paths, 
     }
 }
 
-TEST_CASE("snn-llama: GQA keeps only the key/value heads in the count cache; S < L breaks exactness as documented") {
+TEST_CASE("snn-llama: GQA keeps only the key/value heads in the count cache - S < L breaks exactness as documented") {
     const auto base = load_llama("tiny-gqa-tied-f32");  // 6 query heads, 2 key/value heads, D = 8
     ConvertOptions o;
     o.levels = 8, o.timesteps = 8;

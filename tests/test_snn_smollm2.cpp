@@ -42,7 +42,7 @@ std::vector<float> logits_of(const LanguageModel& m, const std::vector<int32_t>&
 
 }  // namespace
 
-TEST_CASE("snn-smollm2: the spiking SmolLM2-135M-Instruct equals its QANN bit for bit; fidelity on held-out text" *
+TEST_CASE("snn-smollm2: the spiking SmolLM2-135M-Instruct equals its QANN bit for bit - fidelity on held-out text" *
           doctest::test_suite("long")) {
     const auto dir = smollm2_dir();
     if (!std::filesystem::exists(dir / "reference.json")) {

@@ -524,7 +524,7 @@ TEST_CASE("tensor: to(DType) converts between float types and from integers") {
     CHECK_THROWS_AS(f.to(DType::U8), Error);
 }
 
-TEST_CASE("tensor: clone is a deep copy; data<T>() checks the type") {
+TEST_CASE("tensor: clone is a deep copy - data<T>() checks the type") {
     Tensor a = Tensor::empty({2, 2}, DType::I32);
     for (int i = 0; i < 4; ++i) a.data<int32_t>()[i] = 10 * i;
     Tensor c = a.clone();
