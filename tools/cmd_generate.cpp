@@ -157,7 +157,8 @@ int cmd_chat(int argc, char** argv) {
             write_out("[conversation reset]\n");
             continue;
         }
-        write_out("Assistant:");
+        // GPT-2 replies begin with their own space (" The ..."); ChatML replies begin at the word.
+        write_out(chat.format() == ChatFormat::ChatML ? "Assistant: " : "Assistant:");
         const ChatSession::Reply r = chat.turn(line, max_new, [](std::string_view piece) { write_out(std::string(piece)); });
         write_out("\n");
         const GenerateStats& st = r.stats;
