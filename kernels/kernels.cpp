@@ -354,7 +354,7 @@ void matmul_nt(const Tensor& out, const Tensor& x, const Tensor& e) {
         if (d.is_cuda()) return cuda::matmul_nt(d.index, mp(out), fp(x), e.raw(), e.dtype(), T, C, V);
     if (e.dtype() == DType::BF16) return cpu::matmul_nt_bf16(out.data<float>(), x.data<float>(), e.raw_data<uint16_t>(), T, C, V);
     if (e.dtype() != DType::F32) fail("matmul_nt: the CPU takes an f32 or bf16 head, not {}", e.describe());
-    cpu::matmul_nt(out.data<float>(), x.data<float>(), e.data<float>(), T, C, V);
+    cpu::matmul_nt_f32(out.data<float>(), x.data<float>(), e.data<float>(), T, C, V);
 }
 
 void top_k(const Tensor& values, const Tensor& indices, const Tensor& logits) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/reference.h"
 #include "kernels/kernels.h"
@@ -19,7 +20,7 @@ TEST_CASE("kernels: linear matches the reference for many shapes, with and witho
         const auto x = random_floats(size_t(T * K), 1), w = random_floats(size_t(K * N), 2, 0.2f), b = random_floats(size_t(N), 3);
         std::vector<float> fast(size_t(T * N)), ref(size_t(T * N));
         for (const float* bias : {b.data(), static_cast<const float*>(nullptr)}) {
-            cpu::linear(fast.data(), x.data(), w.data(), bias, T, K, N);
+            cpu::linear_f32(fast.data(), x.data(), w.data(), bias, T, K, N);
             ref::linear(ref.data(), x.data(), w.data(), bias, T, K, N);
             CHECK(max_abs_diff(fast.data(), ref.data(), fast.size()) < 2e-5f * std::sqrt(float(K)));
         }
@@ -98,7 +99,7 @@ TEST_CASE("kernels: matmul_nt (tied LM head) matches the reference") {
     const int64_t T = 3, C = 64, V = 777;
     const auto x = random_floats(size_t(T * C), 40), e = random_floats(size_t(V * C), 41, 0.3f);
     std::vector<float> fast(size_t(T * V)), ref(size_t(T * V));
-    cpu::matmul_nt(fast.data(), x.data(), e.data(), T, C, V);
+    cpu::matmul_nt_f32(fast.data(), x.data(), e.data(), T, C, V);
     ref::matmul_nt(ref.data(), x.data(), e.data(), T, C, V);
     CHECK(max_abs_diff(fast.data(), ref.data(), fast.size()) < 1e-4f);
 }

@@ -14,10 +14,6 @@ namespace stac::cpu {
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Strided = Eigen::OuterStride<>;
 
-void linear(float* out, const float* x, const float* w, const float* b, int64_t T, int64_t K, int64_t N) {
-    linear_f32(out, x, w, b, T, K, N);
-}
-
 void layernorm(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps) {
     for (int64_t t = 0; t < T; ++t) {
         const float* r = x + t * C;
@@ -200,10 +196,6 @@ void attention_pv(float* out, int64_t ldo, const float* probs, const float* vc, 
         Eigen::Map<RowMat, 0, Strided> O(out + h * D, T, D, Strided(ldo));
         O.noalias() = Pm * V;
     }
-}
-
-void matmul_nt(float* logits, const float* x, const float* e, int64_t T, int64_t C, int64_t V) {
-    matmul_nt_f32(logits, x, e, T, C, V);
 }
 
 }  // namespace stac::cpu

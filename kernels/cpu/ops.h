@@ -1,4 +1,5 @@
-// Fast CPU ops (Eigen GEMM and tight loops); same contracts as kernels/cpu/reference.h, checked against it.
+// Fast CPU ops (tight loops, Eigen for attention); same contracts as kernels/cpu/reference.h, checked
+// against it. The matrix products (linear layers, the LM head) are in kernels/cpu/gemm.h.
 // Letters: T tokens, K input features, N output features, C channels, H heads, D head dim, P past tokens, V vocab.
 #pragma once
 
@@ -8,8 +9,6 @@
 
 namespace stac::cpu {
 
-// out[T, N] = x[T, K] · w[K, N] + b[N]; w is Hugging Face Conv1D layout [in, out]; b may be null.
-void linear(float* out, const float* x, const float* w, const float* b, int64_t T, int64_t K, int64_t N);
 void layernorm(float* out, const float* x, const float* g, const float* b, int64_t T, int64_t C, float eps);
 void activation(float* x, int64_t n, Activation act);
 // x += y (the residual add), then out = layernorm(x), row by row in one pass.
@@ -48,7 +47,5 @@ void attention_scores(float* scores, const float* q, int64_t ldq, const float* k
 // out[T, H*D] (row stride ldo) = probs[H, T, L] · v
 void attention_pv(float* out, int64_t ldo, const float* probs, const float* vc, int64_t T, int64_t P, int64_t H,
                   int64_t D, int64_t cap, int64_t group = 1);
-// logits[T, V] = x[T, C] · e[V, C]^T
-void matmul_nt(float* logits, const float* x, const float* e, int64_t T, int64_t C, int64_t V);
 
 }  // namespace stac::cpu
