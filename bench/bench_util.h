@@ -12,6 +12,17 @@ struct Timing {
     int repeats = 0;
 };
 
+// Median, min and max of timed runs (at least one).
+inline Timing summarize(std::vector<double> t) {
+    std::sort(t.begin(), t.end());
+    Timing r;
+    r.repeats = int(t.size());
+    r.min = t.front();
+    r.max = t.back();
+    r.median = t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
+    return r;
+}
+
 // Runs f() `warmup` times untimed, then `repeats` times timed.
 template <typename F>
 Timing time_it(F&& f, int warmup, int repeats) {
@@ -22,13 +33,7 @@ Timing time_it(F&& f, int warmup, int repeats) {
         f();
         t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    std::sort(t.begin(), t.end());
-    Timing r;
-    r.repeats = repeats;
-    r.min = t.front();
-    r.max = t.back();
-    r.median = t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
-    return r;
+    return summarize(std::move(t));
 }
 
 }  // namespace stac::bench

@@ -127,7 +127,9 @@ std::string ArgParser::help() const {
     return h;
 }
 
-std::vector<int32_t> parse_id_list(const std::string& text, const std::string& option) {
+namespace {
+// "1,2,3" or "[1, 2, 3]" -> int32 values; `what` names one element in messages.
+std::vector<int32_t> parse_int32_list(const std::string& text, const std::string& option, const char* what) {
     std::vector<int32_t> ids;
     std::string t = text;
     if (!t.empty() && t.front() == '[') t = t.substr(1);
@@ -142,12 +144,26 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& o
         int64_t v = 0;
         const auto [end, ec] = std::from_chars(tok.data(), tok.data() + tok.size(), v);
         if (tok.empty() || ec != std::errc() || end != tok.data() + tok.size() || v < INT32_MIN || v > INT32_MAX)
-            throw UsageError(fmt::format("--{}: '{}' is not a token id (expected a list like 1,2,3)", option, tok));
+            throw UsageError(fmt::format("--{}: '{}' is not {} (expected a list like 1,2,3)", option, tok, what));
         ids.push_back(int32_t(v));
         i = j + 1;
     }
-    if (ids.empty()) throw UsageError(fmt::format("--{}: no token ids given", option));
+    if (ids.empty()) throw UsageError(fmt::format("--{}: the list is empty (expected a list like 1,2,3)", option));
     return ids;
+}
+}  // namespace
+
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& option) {
+    return parse_int32_list(text, option, "a token id");
+}
+
+std::vector<int> parse_int_list(const std::string& text, const std::string& option, int lo, int hi) {
+    std::vector<int> out;
+    for (int32_t v : parse_int32_list(text, option, "an integer")) {
+        if (v < lo || v > hi) throw UsageError(fmt::format("--{}: {} is out of range [{}, {}]", option, v, lo, hi));
+        out.push_back(int(v));
+    }
+    return out;
 }
 
 void add_model_option(ArgParser& p) {

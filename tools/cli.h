@@ -58,6 +58,8 @@ private:
 
 // "1,2,3" or "[1, 2, 3]" -> ids (UsageError on anything else)
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& option);
+// The same list syntax for integer options, each in [lo, hi] (UsageError naming --option otherwise).
+std::vector<int> parse_int_list(const std::string& text, const std::string& option, int lo, int hi);
 
 // Options every model-taking command shares: --model, --threads, --device and --weights-dtype.
 void add_model_option(ArgParser& p);

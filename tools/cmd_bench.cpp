@@ -57,22 +57,6 @@ std::vector<std::string> split_list(const std::string& s) {
     return out;
 }
 
-std::vector<int64_t> int_list(const std::string& s, const std::string& opt, int64_t lo, int64_t hi) {
-    std::vector<int64_t> out;
-    for (const auto& x : split_list(s)) {
-        try {
-            size_t used = 0;
-            const long long v = std::stoll(x, &used);
-            if (used != x.size() || v < lo || v > hi) throw 0;
-            out.push_back(v);
-        } catch (...) {
-            throw UsageError(fmt::format("--{}: '{}' is not an integer in [{}, {}]", opt, x, lo, hi));
-        }
-    }
-    if (out.empty()) throw UsageError(fmt::format("--{} is empty", opt));
-    return out;
-}
-
 std::string cpu_model_name() {
     std::ifstream f("/proc/cpuinfo");
     std::string line;
@@ -131,8 +115,8 @@ int cmd_bench(int argc, char** argv) {
     std::vector<BenchTest> tests;
     for (const auto& t : split_list(p.get("tests"))) tests.push_back(parse_test(t));
     if (tests.empty()) throw UsageError("--tests is empty");
-    const auto threads_list = int_list(p.get("threads-list"), "threads-list", 1, 1024);
-    const auto s_list = int_list(p.get("timesteps"), "timesteps", 1, 4096);
+    const auto threads_list = parse_int_list(p.get("threads-list"), "threads-list", 1, 1024);
+    const auto s_list = parse_int_list(p.get("timesteps"), "timesteps", 1, 4096);
     const int warmup = int(p.get_int("warmup", 0, 100)), repeats = int(p.get_int("repeats", 1, 1000));
     const double max_seconds = p.get_double("max-seconds");
     const uint64_t seed = uint64_t(p.get_int("seed", 0, INT64_MAX));
@@ -254,20 +238,19 @@ int cmd_bench(int argc, char** argv) {
                     secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
                     spent += secs.back();
                 }
-                std::sort(secs.begin(), secs.end());
-                const double med = secs.size() % 2 ? secs[secs.size() / 2] : 0.5 * (secs[secs.size() / 2 - 1] + secs[secs.size() / 2]);
-                const double tps_med = double(t.n) / med, tps_min = double(t.n) / secs.back(), tps_max = double(t.n) / secs.front();
+                const bench::Timing tm = bench::summarize(secs);
+                const double tps_med = double(t.n) / tm.median, tps_min = double(t.n) / tm.max, tps_max = double(t.n) / tm.min;
                 fmt::print(table, "{:<16} {:>7} {:>8} {:>12.2f} {:>12.2f} {:>12.2f} {:>7}\n", label, threads, t.name,
-                           tps_med, tps_min, tps_max, secs.size());
+                           tps_med, tps_min, tps_max, tm.repeats);
                 std::fflush(table);
                 json r = {{"run", run.name},
                           {"threads", threads},
                           {"test", t.name},
                           {"n_tokens", t.n},
-                          {"repeats", secs.size()},
+                          {"repeats", tm.repeats},
                           {"warmup", warmup},
                           {"tokens_per_s", {{"median", tps_med}, {"min", tps_min}, {"max", tps_max}}},
-                          {"seconds", {{"median", med}, {"min", secs.front()}, {"max", secs.back()}}}};
+                          {"seconds", {{"median", tm.median}, {"min", tm.min}, {"max", tm.max}}}};
                 if (run.timesteps) r["timesteps"] = run.timesteps;
                 if (run.name == "ann-bf16") r["bf16_kernel"] = cpu::bf16_kernel_name();
                 results.push_back(r);

@@ -23,15 +23,6 @@ using nlohmann::json;
 
 namespace {
 
-std::vector<int> parse_int_list(const std::string& text, const std::string& option, int lo, int hi) {
-    std::vector<int> out;
-    for (int32_t v : parse_id_list(text, option)) {
-        if (v < lo || v > hi) throw UsageError(fmt::format("--{}: {} is out of range [{}, {}]", option, v, lo, hi));
-        out.push_back(int(v));
-    }
-    return out;
-}
-
 // The built-in QANN = SNN check after a conversion: one prompt through both, layer-wise.
 float self_check(const std::shared_ptr<const LanguageModel>& base, const SnnSpec& spec, const Tokenizer* tok) {
     std::vector<int32_t> ids;
@@ -163,6 +154,8 @@ int cmd_eval(int argc, char** argv) {
     p.option("plot", "FILE.svg", "draw fidelity and energy against S (with --sweep)");
     p.flag("quiet", "no progress bars");
     if (!p.parse(argc, argv, 2)) return 0;
+    // Checked before any work: a bad list is a usage error, not a failure after the evaluation.
+    const std::vector<int> sweep_levels = parse_int_list(p.get("levels-list"), "levels-list", 1, spiking_max_levels());
     // The models run where --device says (the SNN is built on the CPU, then uploaded).
     const Placement where = placement_from(p, false);  // checked by SpikingModel::to (a Llama SNN: CPU only)
     if (where.weights != DType::F32) throw UsageError("--weights-dtype: eval runs from f32 weights (the SNN's exact layers need them)");
@@ -245,7 +238,7 @@ int cmd_eval(int argc, char** argv) {
     }
 
     if (p.has("sweep")) {
-        const std::vector<int> levels = parse_int_list(p.get("levels-list"), "levels-list", 1, spiking_max_levels());
+        const std::vector<int>& levels = sweep_levels;
         json rows = json::array();
         std::vector<Series> agree_series, ppl_series, energy_series;
         fmt::print("\nsweep ({} windows): schedule, L, S -> top-1 agreement with the ANN, perplexity, max|d| vs QANN, firing rate, energy ratio\n",
