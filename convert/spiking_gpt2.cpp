@@ -71,19 +71,13 @@ std::unique_ptr<ModelState> SpikingGpt2::new_state(int64_t capacity) const {
     if (capacity <= 0) capacity = c.n_positions;
     if (capacity > c.n_positions) fail("cache capacity {} exceeds the model's n_positions = {}", capacity, c.n_positions);
     return std::make_unique<SnnState>(c.n_layer, c.n_head, c.head_dim(), capacity,
-                                      run_.mode != RunMode::Float && spec_.sites.attention(), device());
+                                      count_caches(), device());
 }
 
 void SpikingGpt2::forward(std::span<const int32_t> ids, ModelState& state, LogitRows rows, const Tensor& logits) const {
-    auto* st = dynamic_cast<SnnState*>(&state);
-    if (!st) fail("spiking forward: the state was not made by this model");
-    const bool want_counts = run_.mode != RunMode::Float && spec_.sites.attention();
-    if (st->count_caches() != want_counts)
-        fail("spiking forward: the state was made for {} caches; make a new state after changing the run mode",
-             st->count_caches() ? "count" : "float");
+    SnnState* st = &snn_state(state);
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
     check_forward_args(info(), ids, P, st->capacity(), rows, logits, "spiking");
-    if (st->device() != device()) fail("spiking forward: the state is on {}, the model on {}", st->device().str(), device().str());
     if (!device().is_cpu() && observer_)
         fail("spiking model on {}: site observers (calibration) run on the CPU only", device().str());
     if (run_.mode == RunMode::Snn && run_.schedule == Schedule::Streaming) forward_streaming(ids, *st, rows, logits);

@@ -53,7 +53,7 @@ std::unique_ptr<ModelState> SpikingLlama::new_state(int64_t capacity) const {
     if (capacity > c.n_positions)
         fail("cache capacity {} exceeds the model's max_position_embeddings = {}", capacity, c.n_positions);
     return std::make_unique<SnnState>(c.n_layer, c.n_kv_head, c.head_dim(), capacity,
-                                      run_.mode != RunMode::Float && spec_.sites.attention(), Device::cpu());
+                                      count_caches(), Device::cpu());
 }
 
 void SpikingLlama::count_ann_macs(int64_t T, int64_t P, int64_t R) const {
@@ -68,12 +68,7 @@ void SpikingLlama::count_ann_macs(int64_t T, int64_t P, int64_t R) const {
 }
 
 void SpikingLlama::forward(std::span<const int32_t> ids, ModelState& state, LogitRows rows, const Tensor& logits) const {
-    auto* st = dynamic_cast<SnnState*>(&state);
-    if (!st) fail("spiking forward: the state was not made by this model");
-    const bool want_counts = run_.mode != RunMode::Float && spec_.sites.attention();
-    if (st->count_caches() != want_counts)
-        fail("spiking forward: the state was made for {} caches; make a new state after changing the run mode",
-             st->count_caches() ? "count" : "float");
+    SnnState* st = &snn_state(state);
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
     check_forward_args(info(), ids, P, st->capacity(), rows, logits, "spiking llama");
 

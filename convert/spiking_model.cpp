@@ -179,6 +179,16 @@ void SpikingModel::set_run_options(const RunOptions& run) {
     if (stats_.timesteps != run.timesteps) reset_stats();
 }
 
+SnnState& SpikingModel::snn_state(ModelState& state) const {
+    auto* st = dynamic_cast<SnnState*>(&state);
+    if (!st) fail("spiking forward: the state was not made by this model");
+    if (st->count_caches() != count_caches())
+        fail("spiking forward: the state was made for {} caches; make a new state after changing the run mode",
+             st->count_caches() ? "count" : "float");
+    if (st->device() != device()) fail("spiking forward: the state is on {}, the model on {}", st->device().str(), device().str());
+    return *st;
+}
+
 void SpikingModel::reset_stats() const { stats_.reset(int(spec_.layers.size()), run_.timesteps); }
 
 void SpikingModel::check_spec(const SiteLayout& layout) const {

@@ -134,6 +134,11 @@ protected:
     virtual void check_run_options(const RunOptions& run) const = 0;
     // Checks every enabled site of the spec against the layout (widths, levels, signedness).
     void check_spec(const SiteLayout& layout) const;
+    // Whether states made now cache K and V as counts (every mode but Float, with attention sites).
+    bool count_caches() const { return run_.mode != RunMode::Float && spec_.sites.attention(); }
+    // `state` as the SnnState a forward needs: made by a spiking model, for the current mode's
+    // caches and on this model's device; throws stac::Error saying which is wrong otherwise.
+    class SnnState& snn_state(ModelState& state) const;
 
     SnnSpec spec_;
     RunOptions run_;
