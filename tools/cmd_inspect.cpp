@@ -117,6 +117,26 @@ int cmd_logits(int argc, char** argv) {
 
 namespace {
 
+bool has_hf_tokenizer(const OpenModel& m) {
+    std::error_code ec;
+    return m.tokenizer && fs::exists(m.dir / "tokenizer.json", ec);
+}
+
+// The tokenizer part of inspect (both architectures): JSON and text.
+nlohmann::json tokenizer_json(const OpenModel& m) {
+    if (!m.tokenizer) return nullptr;
+    return {{"kind", has_hf_tokenizer(m) ? "hf-bpe" : "gpt2-bpe"}, {"vocab_size", m.tokenizer->vocab_size()}};
+}
+
+void print_tokenizer(const OpenModel& m) {
+    if (has_hf_tokenizer(m))
+        fmt::print("tokenizer:    Hugging Face byte-level BPE, {} tokens (tokenizer.json)\n", m.tokenizer->vocab_size());
+    else if (m.tokenizer)
+        fmt::print("tokenizer:    GPT-2 byte-level BPE, {} tokens (vocab.json + merges.txt)\n", m.tokenizer->vocab_size());
+    else
+        fmt::print("tokenizer:    none (no tokenizer.json or vocab.json + merges.txt: ids only)\n");
+}
+
 // The spiking part of inspect (both architectures): JSON and text.
 nlohmann::json snn_json(const SnnSpec& s) {
     return {{"timesteps", s.timesteps}, {"levels", s.levels}, {"schedule", std::string(schedule_name(s.schedule))},
@@ -137,7 +157,6 @@ int inspect_llama(const ArgParser& p, const OpenModel& m, const LlamaModel& mode
         for (const auto& e : fs::directory_iterator(m.dir))
             if (e.path().extension() == ".safetensors" && e.path().filename() != "snn.safetensors") file_bytes += e.file_size();
     const int64_t params = w.parameter_count();
-    const bool hf = m.tokenizer && fs::exists(m.dir / "tokenizer.json", ec);
     nlohmann::json j = {{"model", m.dir.string()},
                         {"architecture", "llama"},
                         {"n_layer", c.n_layer},
@@ -155,9 +174,7 @@ int inspect_llama(const ArgParser& p, const OpenModel& m, const LlamaModel& mode
                         {"file_dtype", w.source_dtype},
                         {"file_bytes", file_bytes},
                         {"memory_bytes", w.arena->bytes()},
-                        {"tokenizer", m.tokenizer ? nlohmann::json{{"kind", hf ? "hf-bpe" : "gpt2-bpe"},
-                                                                   {"vocab_size", m.tokenizer->vocab_size()}}
-                                                  : nlohmann::json(nullptr)}};
+                        {"tokenizer", tokenizer_json(m)}};
     if (m.snn) j["snn"] = snn_json(m.snn->spec());
     if (p.has("json")) {
         std::puts(j.dump(2).c_str());
@@ -171,9 +188,7 @@ int inspect_llama(const ArgParser& p, const OpenModel& m, const LlamaModel& mode
                c.tie_word_embeddings ? "tied to the embedding" : "separate (lm_head.weight)");
     fmt::print("parameters:   {} ({:.1f} M)\n", params, double(params) / 1e6);
     fmt::print("weights:      {} as stored ({} bytes); f32 in memory ({} bytes)\n", w.source_dtype, file_bytes, w.arena->bytes());
-    if (hf) fmt::print("tokenizer:    Hugging Face byte-level BPE, {} tokens (tokenizer.json)\n", m.tokenizer->vocab_size());
-    else if (m.tokenizer) fmt::print("tokenizer:    GPT-2 byte-level BPE, {} tokens (vocab.json + merges.txt)\n", m.tokenizer->vocab_size());
-    else fmt::print("tokenizer:    none (ids only)\n");
+    print_tokenizer(m);
     if (m.snn) {
         const SnnSpec& s = m.snn->spec();
         fmt::print("spiking:      S = {} timesteps, L = {} levels, {} schedule, activation {} (gate), {} thresholds ({}th percentile)\n",
@@ -221,9 +236,7 @@ int cmd_inspect(int argc, char** argv) {
                         {"file_dtype", w.source_dtype},
                         {"file_bytes", file_bytes},
                         {"memory_bytes", w.arena->bytes()},
-                        {"tokenizer", m.tokenizer ? nlohmann::json{{"kind", "gpt2-bpe"},
-                                                                   {"vocab_size", m.tokenizer->vocab_size()}}
-                                                  : nlohmann::json(nullptr)}};
+                        {"tokenizer", tokenizer_json(m)}};
     if (m.snn) j["snn"] = snn_json(m.snn->spec());
     if (p.has("json")) {
         std::puts(j.dump(2).c_str());
@@ -238,12 +251,7 @@ int cmd_inspect(int argc, char** argv) {
     fmt::print("parameters:   {} ({:.1f} M)\n", params, double(params) / 1e6);
     fmt::print("weights:      {} in model.safetensors ({} bytes); f32 in memory ({} bytes)\n", w.source_dtype,
                file_bytes, w.arena->bytes());
-    if (m.tokenizer && fs::exists(m.dir / "tokenizer.json"))
-        fmt::print("tokenizer:    Hugging Face byte-level BPE, {} tokens (tokenizer.json)\n", m.tokenizer->vocab_size());
-    else if (m.tokenizer)
-        fmt::print("tokenizer:    GPT-2 byte-level BPE, {} tokens (vocab.json + merges.txt)\n", m.tokenizer->vocab_size());
-    else
-        fmt::print("tokenizer:    none (no vocab.json/merges.txt: ids only)\n");
+    print_tokenizer(m);
     if (m.snn) {
         const SnnSpec& s = m.snn->spec();
         fmt::print("spiking:      S = {} timesteps, L = {} levels, {} schedule, activation {}, {} thresholds ({}th percentile{})\n",
