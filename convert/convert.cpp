@@ -56,6 +56,10 @@ SnnSpec empty_spec(const SiteLayout& layout, const ConvertOptions& opt) {
     s.percentile = opt.percentile;
     s.simplified = opt.simplified;
     s.sites = opt.sites;
+    s.token_scale = opt.token_scale.value_or(layout.architecture == "llama");
+    if (s.token_scale && s.schedule == Schedule::Streaming)
+        fail("token scaling needs the layer-wise schedule (a token's factor needs its whole input first): use "
+             "--token-scale off with --schedule streaming");
     s.layers.resize(size_t(layout.n_layer));
     return s;
 }
@@ -304,6 +308,9 @@ std::string source_weights_sha256(const fs::path& dir) {
 }
 
 void save_snn_model(const fs::path& out_dir, const fs::path& source_dir, const SnnSpec& spec) {
+    if (spec.token_scale && spec.schedule == Schedule::Streaming)
+        fail("a token-scaled SNN cannot run the streaming schedule (a token's factor needs its whole input first); keep "
+             "--schedule layerwise");
     std::error_code ec;
     if (fs::exists(out_dir, ec)) {
         if (!fs::is_directory(out_dir)) fail("{}: exists and is not a directory", out_dir.string());
@@ -355,6 +362,7 @@ void save_snn_model(const fs::path& out_dir, const fs::path& source_dir, const S
                       {"granularity", spec.per_channel ? "channel" : "tensor"},
                       {"percentile", spec.percentile},
                       {"sites", sites},
+                      {"token_scale", spec.token_scale},
                       {"simplified", spec.simplified},
                       {"n_layer", spec.layers.size()},
                       {"calibration", spec.calibration},
@@ -401,6 +409,10 @@ LoadedSnn load_snn_model(const fs::path& dir) {
     s.per_channel = gran == "channel";
     s.percentile = need("percentile", [](const json& v) { return v.is_number(); }, "a number").get<float>();
     s.simplified = need("simplified", [](const json& v) { return v.is_boolean(); }, "true or false").get<bool>();
+    // Written since token scaling exists; SNN directories from before have none.
+    s.token_scale = j.contains("token_scale") && need("token_scale", [](const json& v) { return v.is_boolean(); }, "true or false").get<bool>();
+    if (s.token_scale && s.schedule == Schedule::Streaming)
+        fail("{}: a token-scaled SNN cannot default to the streaming schedule", src);
     const json& sites = need("sites", [](const json& v) { return v.is_array(); }, "an array of site names");
     std::string list;
     for (const json& n : sites) {

@@ -21,6 +21,9 @@ struct ConvertOptions {
     bool per_channel = true;              // --granularity channel|tensor
     float percentile = 99.9f;             // of |x|, per site (100: the maximum)
     SiteSet sites = SiteSet::defaults();
+    // Token scaling (SnnSpec::token_scale); unset: on for Llama models (whose outlier activations
+    // static thresholds clip), off for GPT-2.
+    std::optional<bool> token_scale;
     Schedule schedule = Schedule::LayerWise;
     std::optional<std::filesystem::path> calib_file;
     int num_samples = 64;

@@ -19,6 +19,7 @@ enum Slot : int {
     kCounts, kSpikes, kNq, kNk, kNv, kQs, kKs, kVs,  // counts and spike trains (I8)
     kScoresI, kScoresF, kNp, kPs, kOi, kRun,         // attention
     kDbl,                                            // F64 scratch of the exact linear layers (CPU)
+    kRow, kRowP, kXs,                                // token scaling: row factors (sites, probabilities), scaled input
     kLogits,                                         // device logits before their copy to the host
     kStreamBase,                                     // first slot of the streaming schedule's state
 };
@@ -99,7 +100,10 @@ struct LayerwiseRun {
     bool quant() const { return mode != RunMode::Float; }
     // Counts of site (l, k) (l = -1: the LM head input) for x: [R, N]: the quantizer (QANN) or the
     // neurons (SNN; spikes [S, R, N] too on the spike path). Records neurons and spikes; returns the events.
+    // A token-scaled site first divides each row by its factor, left in row_scale ([R]) for the
+    // consumer to multiply back; otherwise row_scale is undefined.
     int64_t counts(int l, SiteKind k, const Tensor& x, const Tensor& counts, const Tensor& spikes);
+    Tensor row_scale = Tensor();
     // out: [T, N] = a linear layer fed by site (l, k) with input in: [T, K]: the float GEMM when the
     // site is off (or in Float mode), else exact on counts (count path, QANN) or spikes (spike path).
     void linear(int l, SiteKind k, const Tensor& in, const Tensor& w, const Tensor& b, const ExactLinear& e,

@@ -175,6 +175,9 @@ void SpikingModel::set_run_options(const RunOptions& run) {
     if (run.mode == RunMode::Snn && run.schedule == Schedule::Streaming && run.path == SpikePath::Count)
         fail("the count path exists only in the layer-wise schedule (use --path spike with --schedule streaming)");
     check_run_options(run);
+    if (run.mode == RunMode::Snn && run.schedule == Schedule::Streaming && spec_.token_scale)
+        fail("the streaming schedule cannot run a token-scaled SNN (a token's factor needs its whole input first); "
+             "use --schedule layerwise, or convert with --token-scale off");
     run_ = run;
     if (stats_.timesteps != run.timesteps) reset_stats();
 }
@@ -270,9 +273,20 @@ AttentionMults AttentionMults::build(const SiteQuant& q, const SiteQuant& k, con
     return m;
 }
 
-int64_t LayerwiseRun::counts(int l, SiteKind k, const Tensor& x, const Tensor& counts, const Tensor& spikes) {
+int64_t LayerwiseRun::counts(int l, SiteKind k, const Tensor& x_in, const Tensor& counts, const Tensor& spikes) {
     const SiteQuant& q = spec.site(l, k);
     const kernels::SiteBounds b{q.inv_t, q.n_min(), q.n_max()};
+    Tensor x = x_in;
+    row_scale = Tensor();
+    if (spec.token_scaled(k)) {
+        // The probability rows reach [H T, P + T]: reserve for the cache's capacity like the scores.
+        const int64_t R = x_in.dim(0), N = x_in.dim(1), cap = st.capacity();
+        const bool probs = k == SiteKind::Probs;
+        row_scale = st.buf(probs ? kRowP : kRow, {R}, DType::F32);
+        x = st.buf(kXs, {R, N}, DType::F32, probs ? R / std::max<int64_t>(T, 1) * T * cap : 0);
+        kernels::token_scale(row_scale, x, x_in, b);
+        if (mode == RunMode::Snn) stats.snn_macs += R * N;  // x / r
+    }
     if (mode == RunMode::Qann) {
         kernels::quantize(counts, x, b);
         return 0;
@@ -295,11 +309,14 @@ void LayerwiseRun::linear(int l, SiteKind k, const Tensor& in, const Tensor& w, 
     const Tensor c = st.buf(kCounts, {T, K}, DType::I8);
     const Tensor sp = spike ? st.buf(kSpikes, {S, T, K}, DType::I8) : Tensor();
     const int64_t events = counts(l, k, in, c, sp);
-    if (spike) kernels::linear_spikes(out, sp, e.w, e.mult, e.bias, dbl);
-    else kernels::linear_counts(out, c, e.w, e.mult, e.bias, dbl);
+    // A token-scaled input: the layer runs without its bias, then out * r + b.
+    const Tensor bias = row_scale.defined() ? Tensor() : e.bias;
+    if (spike) kernels::linear_spikes(out, sp, e.w, e.mult, bias, dbl);
+    else kernels::linear_counts(out, c, e.w, e.mult, bias, dbl);
+    if (row_scale.defined()) kernels::rescale_rows(out, row_scale, e.bias);
     if (mode == RunMode::Snn) {
         stats.layers[size_t(l)][size_t(k)].synops += events * N;
-        stats.snn_macs += T * N;  // float(acc) * mult + b
+        stats.snn_macs += T * N * (row_scale.defined() ? 2 : 1);  // float(acc) * mult + b (and * r)
     }
 }
 
@@ -355,7 +372,9 @@ void LayerwiseRun::attention(int l, const Tensor& qkv, int64_t H, int64_t G, int
     if (spike) kernels::pv_spikes(oi, ps, vs, st.v[size_t(l)], P, run);
     else kernels::pv_counts(oi, np, st.v[size_t(l)], P);
     kernels::dequantize_heads(att, oi, m.pv);
+    if (row_scale.defined()) kernels::rescale_head_rows(att, row_scale.reshape({H, T}));
     if (mode == RunMode::Snn) {
+        if (row_scale.defined()) stats.snn_macs += T * Cq;  // * r
         // Fan-out: a query spike meets every visible key, a key or value spike every chunk query
         // that sees it (in each of the H / G query heads of its group), a probability spike one
         // value row (D).
@@ -390,6 +409,7 @@ void LayerwiseRun::head(const Tensor& hr, const Tensor& head, const ExactLinear&
     const int64_t events = counts(-1, SiteKind::LmHeadIn, hr, c, sp);
     if (spike) kernels::linear_spikes(out, sp, e.w, e.mult, Tensor(), d);
     else kernels::linear_counts(out, c, e.w, e.mult, Tensor(), d);
+    if (row_scale.defined()) kernels::rescale_rows(out, row_scale, Tensor());
     deliver();
     if (mode == RunMode::Snn) stats.layers.back()[size_t(SiteKind::LmHeadIn)].synops += events * V;
 }

@@ -50,6 +50,10 @@ struct SnnSpec {
     float percentile = 99.9f;
     bool simplified = false;
     SiteSet sites = SiteSet::defaults();
+    // Token scaling (docs/SNN.md, "Token scaling"): the thresholds of every site but Q, K and V
+    // grow or shrink per token (per probability row) so that the token's largest value lands on
+    // the top count; linear layers and the attention output undo the factor. Layer-wise only.
+    bool token_scale = false;
     std::vector<std::array<SiteQuant, kSiteKinds>> layers;  // [n_layer]; entries of sites that are off are unused
     SiteQuant lm_head_in;                                   // used when sites has LmHeadIn
     nlohmann::json calibration;                             // summary: samples, tokens, source
@@ -59,6 +63,11 @@ struct SnnSpec {
     SiteQuant& site(int layer, SiteKind k) { return k == SiteKind::LmHeadIn ? lm_head_in : layers[size_t(layer)][size_t(k)]; }
     // Whether site k of a model with this activation is signed (counts in [-L, L]).
     bool site_signed(SiteKind k) const;
+    // Whether site k is token-scaled: token_scale is on and k is not Q, K or V (whose counts are
+    // cached and multiplied by per-head constants).
+    bool token_scaled(SiteKind k) const {
+        return token_scale && k != SiteKind::Q && k != SiteKind::K && k != SiteKind::V;
+    }
 };
 
 // Spikes, synaptic operations and the MACs that remain, per layer and site (DESIGN §5).

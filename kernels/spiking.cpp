@@ -50,6 +50,46 @@ void quantize(const Tensor& counts, const Tensor& x, const SiteBounds& b) {
     cpu::quantize(counts.data<int8_t>(), x.data<float>(), x.dim(0), x.dim(1), b.inv.data<float>(), pc, b.n_min, b.n_max);
 }
 
+void token_scale(const Tensor& r, const Tensor& xs, const Tensor& x, const SiteBounds& b) {
+    need(x, DType::F32, "token_scale", "x"), need(xs, DType::F32, "token_scale", "xs"), need(r, DType::F32, "token_scale", "r");
+    if (x.rank() != 2) fail("token_scale: x {} must be [T, N]", x.describe());
+    need_shape(xs, x.shape(), "token_scale", "xs");
+    need_shape(r, {x.dim(0)}, "token_scale", "r");
+    const bool pc = check_bounds(b, x.dim(1), "token_scale");
+    if (b.n_max < 1) fail("token_scale: n_max {} must be at least 1", b.n_max);
+    const Device d = same_device("token_scale", {&r, &xs, &x, &b.inv});
+    if constexpr (kCuda)
+        if (d.is_cuda())
+            return cuda::token_scale(d.index, r.raw_data<float>(), xs.raw_data<float>(), x.raw_data<float>(), x.dim(0),
+                                     x.dim(1), b.inv.raw_data<float>(), pc, b.n_min, b.n_max);
+    cpu::token_scale(r.data<float>(), xs.data<float>(), x.data<float>(), x.dim(0), x.dim(1), b.inv.data<float>(), pc,
+                     b.n_min, b.n_max);
+}
+
+void rescale_rows(const Tensor& out, const Tensor& r, const Tensor& b) {
+    need(out, DType::F32, "rescale_rows", "out"), need(r, DType::F32, "rescale_rows", "r");
+    if (out.rank() != 2) fail("rescale_rows: out {} must be [T, N]", out.describe());
+    need_shape(r, {out.dim(0)}, "rescale_rows", "r");
+    if (b.defined()) need(b, DType::F32, "rescale_rows", "bias"), need_shape(b, {out.dim(1)}, "rescale_rows", "bias");
+    const Device d = same_device("rescale_rows", {&out, &r, &b});
+    if constexpr (kCuda)
+        if (d.is_cuda())
+            return cuda::rescale_rows(d.index, out.raw_data<float>(), r.raw_data<float>(),
+                                      b.defined() ? b.raw_data<float>() : nullptr, out.dim(0), out.dim(1));
+    cpu::rescale_rows(out.data<float>(), r.data<float>(), b.defined() ? b.data<float>() : nullptr, out.dim(0), out.dim(1));
+}
+
+void rescale_head_rows(const Tensor& out, const Tensor& r) {
+    need(out, DType::F32, "rescale_head_rows", "out"), need(r, DType::F32, "rescale_head_rows", "r");
+    if (out.rank() != 2 || r.rank() != 2 || r.dim(1) != out.dim(0) || r.dim(0) < 1 || out.dim(1) % r.dim(0) != 0)
+        fail("rescale_head_rows: out {} must be [T, H D] and r {} [H, T]", out.describe(), r.describe());
+    const int64_t T = out.dim(0), H = r.dim(0), D = out.dim(1) / H;
+    const Device d = same_device("rescale_head_rows", {&out, &r});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::rescale_head_rows(d.index, out.raw_data<float>(), r.raw_data<float>(), T, H, D);
+    cpu::rescale_head_rows(out.data<float>(), r.data<float>(), T, H, D);
+}
+
 int64_t neurons_layerwise(const Tensor& counts, const Tensor& spikes, const Tensor& x, const SiteBounds& b, int S) {
     need(x, DType::F32, "neurons", "x"), need(counts, DType::I8, "neurons", "counts");
     if (x.rank() != 2) fail("neurons: x {} must be [T, N]", x.describe());

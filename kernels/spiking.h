@@ -21,6 +21,17 @@ struct SiteBounds {
 
 // counts: I8 [T, N] = the QANN quantizer of x: F32 [T, N]
 void quantize(const Tensor& counts, const Tensor& x, const SiteBounds& b);
+// Token scaling (per-token adaptive thresholds; docs/SNN.md): r: F32 [T] = the factor of each row
+// (its largest value in thresholds over n_max, 1 for a row with nothing to count) and xs: F32 [T, N]
+// = x / r, what the site's quantizer or neurons then see. Lets a token with outlier activations
+// keep them instead of clipping, at a coarser grid for that token only.
+void token_scale(const Tensor& r, const Tensor& xs, const Tensor& x, const SiteBounds& b);
+// out: F32 [T, N] = out * r[t] + b, in place (b: F32 [N] or undefined): the output of a linear layer
+// fed by a token-scaled site, computed without its bias.
+void rescale_rows(const Tensor& out, const Tensor& r, const Tensor& b);
+// out: F32 [T, H D] *= r[h, t], in place (r: F32 [H, T]): the attention output of head h for token t
+// when its probability row was token-scaled.
+void rescale_head_rows(const Tensor& out, const Tensor& r);
 // Layer-wise neurons over S steps of constant current; spikes: I8 [S, T, N] or undefined (count
 // path). Returns the spike events.
 int64_t neurons_layerwise(const Tensor& counts, const Tensor& spikes, const Tensor& x, const SiteBounds& b, int S);

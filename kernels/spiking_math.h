@@ -68,6 +68,21 @@ struct ConstantCurrent {
     }
 };
 
+// Token scaling (per-token adaptive thresholds, docs/SNN.md): a row whose largest value, in
+// thresholds, is m (max over the row of |x| * inv; for an unsigned site of max(x, 0) * inv) gets the
+// factor r = m / n_max, and its neurons see x / r: the row's largest value lands on the top count
+// and nothing in the row clips. A row with nothing to count (m = 0, or not finite) keeps r = 1.
+STAC_HD float token_magnitude(float x, float inv, bool is_signed) {
+    const float a = is_signed ? (x < 0.0f ? -x : x) : (x > 0.0f ? x : 0.0f);
+    return a * inv;
+}
+STAC_HD float token_factor(float m, int n_max) {
+    return (m > 0.0f && m <= 3.0e38f) ? m / float(n_max) : 1.0f;
+}
+// What a consumer of a token-scaled site does with an output y it computed from the counts: y r + b,
+// one rounding (fused), the same on CPU and GPU.
+STAC_HD float token_rescale(float y, float r, float b) { return fmaf(y, r, b); }
+
 // One integrate-and-fire step with reset by subtraction and a bounded signed spike counter.
 // Returns the spike (-1, 0, +1); v and n are the membrane and the count so far.
 // The membrane saturates at +-kMembraneLimit, far beyond what a bounded count can use, so a neuron

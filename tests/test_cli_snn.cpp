@@ -191,6 +191,32 @@ TEST_CASE("cli-snn: convert errors") {
                   "--sites", "attn_in,mlp_act"});
     CHECK(r.rc == 1);
     CHECK(contains(r.err, "streaming schedule needs the attention sites"));
+    // Token scaling: a bad value is a usage error; it cannot meet the streaming schedule, neither at
+    // conversion, nor when an SNN directory is re-timed or run.
+    r = run_stac({"convert", "--model", src, "--out", (tmp / "x").string(), "--simplified", "--token-scale", "maybe"});
+    CHECK(r.rc == 2);
+    CHECK(contains(r.err, "--token-scale 'maybe'"));
+    r = run_stac({"convert", "--model", src, "--out", (tmp / "x").string(), "--simplified", "--token-scale", "on",
+                  "--schedule", "streaming"});
+    CHECK(r.rc == 1);
+    CHECK(contains(r.err, "token scaling needs the layer-wise schedule"));
+    CHECK_FALSE(fs::exists(tmp / "x" / "snn_config.json"));
+    r = run_stac({"convert", "--model", src, "--out", (tmp / "ts").string(), "--simplified", "--token-scale", "on"});
+    REQUIRE(r.rc == 0);
+    CHECK(contains(r.out, "token-scaled"));
+    CHECK(read_json_file(tmp / "ts" / "snn_config.json")["token_scale"] == true);
+    r = run_stac({"logits", "--model", (tmp / "ts").string(), "--ids", "1,2,3", "--schedule", "streaming"});
+    CHECK(r.rc == 1);
+    CHECK(contains(r.err, "cannot run a token-scaled SNN"));
+    r = run_stac({"convert", "--model", (tmp / "ts").string(), "--out", (tmp / "ts2").string(), "--schedule", "streaming"});
+    CHECK(r.rc == 1);
+    CHECK(contains(r.err, "token-scaled SNN cannot run the streaming schedule"));
+    CHECK_FALSE(fs::exists(tmp / "ts2" / "snn_config.json"));
+    r = run_stac({"convert", "--model", (tmp / "ts").string(), "--out", (tmp / "ts2").string(), "--token-scale", "off"});
+    CHECK(r.rc == 2);
+    CHECK(contains(r.err, "--token-scale needs a float model"));
+    r = run_stac({"logits", "--model", (tmp / "ts").string(), "--ids", "1,2,3"});
+    CHECK(r.rc == 0);
 
     fs::create_directories(tmp / "busy");
     std::ofstream(tmp / "busy" / "notes.txt") << "keep me";

@@ -314,6 +314,42 @@ TEST_SUITE("gpu") {
         CHECK_THROWS_WITH_AS(kernels::narrow_counts(o4, gpu(big)), doctest::Contains("does not fit int8"), Error);
     }
 
+    TEST_CASE("gpu: token scaling (row factors, scaled inputs, rescaled outputs) is bit-identical to the CPU") {
+        STAC_REQUIRE_GPU();
+        // 300 rows of 1000 (several loop trips per thread of a 256-thread block), one row of zeros,
+        // one with an outlier; signed and unsigned sites, per-column and per-tensor thresholds.
+        const int64_t T = 300, N = 1000;
+        Tensor x = rnd({T, N}, 60, 2.0f);
+        for (int64_t i = 0; i < N; ++i) x.data<float>()[5 * N + i] = 0.0f;
+        x.data<float>()[7 * N + 999] = 4000.0f;
+        Tensor inv_pc = rnd({N}, 61, 0.3f);
+        for (int64_t i = 0; i < N; ++i) inv_pc.data<float>()[i] = std::fabs(inv_pc.data<float>()[i]) + 0.5f;
+        const Tensor inv_t = host_f32({1.7f}, {1});
+        for (const Tensor* inv : {&inv_t, static_cast<const Tensor*>(&inv_pc)})
+            for (auto [lo, hi] : std::vector<std::pair<int, int>>{{0, 15}, {-64, 64}}) {
+                CAPTURE(lo); CAPTURE(hi);
+                const Tensor ig = gpu(*inv);
+                Tensor rc = Tensor::empty({T}, DType::F32), rg = Tensor::empty({T}, DType::F32, kGpu);
+                Tensor xc = Tensor::empty({T, N}, DType::F32), xg = Tensor::empty({T, N}, DType::F32, kGpu);
+                kernels::token_scale(rc, xc, x, {*inv, lo, hi});
+                kernels::token_scale(rg, xg, gpu(x), {ig, lo, hi});
+                CHECK(same_bytes(rg, rc));
+                CHECK(same_bytes(xg, xc));
+                CHECK(rc.data<float>()[5] == 1.0f);
+            }
+        Tensor r = rnd({T}, 62, 3.0f), b = rnd({N}, 63, 1.0f), y = rnd({T, N}, 64, 5.0f);
+        Tensor yc = y.clone(), yg = gpu(y);
+        kernels::rescale_rows(yc, r, b), kernels::rescale_rows(yg, gpu(r), gpu(b));
+        CHECK(same_bytes(yg, yc));
+        kernels::rescale_rows(yc, r, Tensor()), kernels::rescale_rows(yg, gpu(r), Tensor());
+        CHECK(same_bytes(yg, yc));
+        const int64_t H = 4;  // [T, H D] rows with r[H, T]
+        Tensor rh = rnd({H, T}, 65, 2.0f), a = rnd({T, N}, 66, 1.0f);
+        Tensor ac = a.clone(), ag = gpu(a);
+        kernels::rescale_head_rows(ac, rh), kernels::rescale_head_rows(ag, gpu(rh));
+        CHECK(same_bytes(ag, ac));
+    }
+
     TEST_CASE("gpu: spiking linear layers: spike path = count path = CPU, both GPU variants") {
         STAC_REQUIRE_GPU();
         const int64_t T = 5, K = 1500, N = 300;
@@ -537,11 +573,16 @@ TEST_SUITE("gpu") {
 
     TEST_CASE("gpu: spiking GPT-2 on the GPU: layer-wise SNN = QANN bit for bit, spike path = count path - streaming near the CPU") {
         STAC_REQUIRE_GPU();
-        for (const char* name : {"tiny-gelu-f32", "tiny-relu-f16"}) {
+        // Static thresholds, and token scaling (its row-max kernel, the rescaled linear outputs and
+        // attention rows) on both models.
+        for (const auto& [name, token_scale] : {std::pair{"tiny-gelu-f32", false}, std::pair{"tiny-relu-f16", false},
+                                                std::pair{"tiny-gelu-f32", true}, std::pair{"tiny-relu-f16", true}}) {
             CAPTURE(name);
+            CAPTURE(token_scale);
             const std::shared_ptr<const Gpt2Model> base = Gpt2Model::load(stac::test::gpt2_fixture(name));
             ConvertOptions o;
             o.simplified = true;
+            o.token_scale = token_scale;
             const SnnSpec spec = simplified_spec(*base, o);
             const int64_t V = base->info().vocab_size, T = 20;
             std::vector<int32_t> ids;

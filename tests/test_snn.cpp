@@ -60,12 +60,17 @@ TEST_CASE("snn: layer-wise SNN equals the QANN bit for bit on both paths") {
         const char* sites;
         bool simplified;
         int L, S;
+        bool token_scale = false;
     };
     for (const Case& c : {Case{"tiny-gelu-f32", true, "default", false, 8, 8}, Case{"tiny-gelu-f32", false, "all", false, 4, 9},
                           Case{"tiny-relu-f16", true, "all", false, 16, 16}, Case{"tiny-gelu-bf16-published", true, "default", true, 6, 12},
-                          Case{"tiny-untied-f32", true, "attn_in,mlp_in,mlp_act", false, 8, 8}}) {
+                          Case{"tiny-untied-f32", true, "attn_in,mlp_in,mlp_act", false, 8, 8},
+                          // Token scaling: biases added after the factor, the unsigned ReLU neuron, probabilities, the head.
+                          Case{"tiny-gelu-f32", true, "default", false, 8, 8, true}, Case{"tiny-relu-f16", true, "all", false, 6, 12, true},
+                          Case{"tiny-gelu-bf16-published", false, "all", true, 4, 4, true}}) {
         CAPTURE(c.model);
         CAPTURE(c.sites);
+        CAPTURE(c.token_scale);
         const auto base = load_base(c.model);
         const int V = int(base->config().vocab_size);
         ConvertOptions o;
@@ -74,8 +79,10 @@ TEST_CASE("snn: layer-wise SNN equals the QANN bit for bit on both paths") {
         o.per_channel = c.per_channel;
         o.sites = SiteSet::parse(c.sites);
         o.simplified = c.simplified;
+        o.token_scale = c.token_scale;
         o.progress = false;
         const SnnSpec spec = c.simplified ? simplified_spec(*base, o) : convert_model_on(base, random_samples(6, 24, V, 1), o);
+        CHECK(spec.token_scale == c.token_scale);
         SpikingGpt2 qann(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, c.S});
         SpikingGpt2 count(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Count, c.S});
         SpikingGpt2 spike(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, c.S});

@@ -126,13 +126,17 @@ TEST_CASE("snn-llama: layer-wise SNN equals the QANN bit for bit on both paths, 
         bool per_channel;
         const char* sites;
         int L, S;
+        bool token_scale = true;  // the Llama default
     };
     for (const Case& c : {Case{"tiny-gqa-tied-f32", true, "default", 8, 8}, Case{"tiny-gqa-tied-f32", false, "all", 4, 9},
                           Case{"tiny-mha-untied-f32", true, "all", 16, 16}, Case{"tiny-gqa-bf16-sharded", true, "default", 6, 12},
                           Case{"tiny-mha-untied-f32", true, "attn_in,mlp_in,mlp_act", 8, 8},
-                          Case{"tiny-gqa-bf16-sharded", true, "attn,lm_head_in", 8, 8}}) {
+                          Case{"tiny-gqa-bf16-sharded", true, "attn,lm_head_in", 8, 8},
+                          // Static thresholds (--token-scale off).
+                          Case{"tiny-gqa-tied-f32", true, "default", 8, 8, false}, Case{"tiny-mha-untied-f32", false, "all", 6, 12, false}}) {
         CAPTURE(c.model);
         CAPTURE(c.sites);
+        CAPTURE(c.token_scale);
         const auto base = load_llama(c.model);
         const int64_t V = base->info().vocab_size;
         ConvertOptions o;
@@ -140,7 +144,9 @@ TEST_CASE("snn-llama: layer-wise SNN equals the QANN bit for bit on both paths, 
         o.timesteps = c.S;
         o.per_channel = c.per_channel;
         o.sites = SiteSet::parse(c.sites);
+        if (!c.token_scale) o.token_scale = false;  // unset: on for a Llama
         const SnnSpec spec = calibrated(base, o, 1);
+        CHECK(spec.token_scale == c.token_scale);
         CHECK(spec.architecture == "llama");
         CHECK(spec.activation == Activation::Silu);
         const auto qann = make_spiking_model(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, c.S});
@@ -283,6 +289,20 @@ TEST_CASE("snn-llama: save -> load round-trips the spec and the logits (single f
         j["activation"] = "gelu_new";
         write_json_file(out / "snn_config.json", j);
         CHECK(contains(error_of([&] { load_snn_model(out); }), "does not fit a llama model"));
+        // Token scaling is recorded; a directory from before it existed (no key) loads with it off, and
+        // runs what it was converted to run: static thresholds.
+        j["activation"] = "silu";
+        CHECK(j["token_scale"] == true);
+        CHECK(l.spec.token_scale);
+        j.erase("token_scale");
+        write_json_file(out / "snn_config.json", j);
+        const LoadedSnn old = load_snn_model(out);
+        CHECK_FALSE(old.spec.token_scale);
+        const auto stat = run(*old.make(r), ids);
+        CHECK(max_abs_diff(mem.data(), stat.data(), mem.size()) > 0.0f);
+        j["token_scale"] = "yes";
+        write_json_file(out / "snn_config.json", j);
+        CHECK(contains(error_of([&] { load_snn_model(out); }), "\"token_scale\" must be true or false"));
     }
 }
 

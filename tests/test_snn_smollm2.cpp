@@ -92,4 +92,20 @@ TEST_CASE("snn-smollm2: the spiking SmolLM2-135M-Instruct equals its QANN bit fo
     CHECK(ev.ann.perplexity() < 100.0);  // the float model knows English
     CHECK(std::isfinite(ev.snn->perplexity()));
     CHECK(ev.snn->agreement() > 0.2);  // far above chance (1 / 49152), far below 1 at L = 32
+
+    // Token scaling (the Llama default) against static thresholds from the same calibration: the
+    // outlier activations of this model (mlp_act reaches several times its calibrated maximum on
+    // held-out text) and the small attention probabilities are what static thresholds lose.
+    CHECK(spec.token_scale);
+    ConvertOptions off = o;
+    off.token_scale = false;
+    const auto qstatic = make_spiking_model(base, convert_model(base, tok.get(), off),
+                                            {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 32});
+    const Evaluation es = evaluate(*base, qstatic.get(), nullptr, text_windows(text, 256), false);
+    MESSAGE("QANN L = 32, static thresholds: perplexity " << es.qann->perplexity() << ", top-1 agreement "
+                                                           << es.qann->agreement() << "; token-scaled: "
+                                                           << ev.qann->perplexity() << ", " << ev.qann->agreement());
+    CHECK(ev.qann->perplexity() < es.qann->perplexity());
+    CHECK(ev.qann->agreement() > es.qann->agreement());
+    CHECK(ev.qann->perplexity() < 1.5 * ev.ann.perplexity());
 }

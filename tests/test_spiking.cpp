@@ -1046,3 +1046,95 @@ TEST_CASE("spiking: grouped-query attention on counts and spikes equals MHA with
     CHECK_THROWS_WITH_AS(kernels::scores_counts(Tensor::empty({6, 1, 1}, DType::I32), Tensor::zeros({1, 12}, DType::I8), kc, 0),
                          doctest::Contains("do not share"), Error);
 }
+
+TEST_CASE("spiking: token scaling puts each row's largest value on the top count and clips nothing") {
+    // Rows of x with per-column inverse thresholds inv (clip_k = L / inv_k): ordinary rows, a row
+    // with an outlier 50 clips high, a row of zeros, a row with a NaN-free tiny maximum, and
+    // negative-only rows; signed and unsigned sites.
+    const int64_t T = 6, N = 7;
+    const int L = 15;
+    std::mt19937 rng(42);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    std::vector<float> inv(N), x(size_t(T * N));
+    for (int64_t i = 0; i < N; ++i) inv[size_t(i)] = float(L) / (0.5f + float(i));  // clip_i = 0.5 + i
+    for (float& v : x) v = u(rng);
+    x[size_t(1 * N + 3)] = 50.0f * 3.5f;                                         // 50x the clip of column 3
+    for (int64_t i = 0; i < N; ++i) x[size_t(2 * N + i)] = 0.0f;                  // nothing to count
+    for (int64_t i = 0; i < N; ++i) x[size_t(3 * N + i)] = 1e-6f * float(i + 1);  // tiny values
+    for (int64_t i = 0; i < N; ++i) x[size_t(4 * N + i)] = -std::fabs(x[size_t(4 * N + i)]) - 0.01f;
+    for (const bool is_signed : {true, false}) {
+        CAPTURE(is_signed);
+        const int n_min = is_signed ? -L : 0;
+        std::vector<float> r(T), xs(size_t(T * N));
+        cpu::token_scale(r.data(), xs.data(), x.data(), T, N, inv.data(), true, n_min, L);
+        std::vector<int8_t> n(size_t(T * N));
+        cpu::quantize(n.data(), xs.data(), T, N, inv.data(), true, n_min, L);
+        for (int64_t t = 0; t < T; ++t) {
+            CAPTURE(t);
+            // The factor is the row's largest |x| (unsigned: max(x, 0)) in thresholds, over L.
+            float m = 0.0f;
+            for (int64_t i = 0; i < N; ++i) {
+                const float v = x[size_t(t * N + i)];
+                m = std::max(m, (is_signed ? std::fabs(v) : std::max(v, 0.0f)) * inv[size_t(i)]);
+            }
+            CHECK(r[size_t(t)] == (m > 0.0f ? m / float(L) : 1.0f));
+            int top = 0;
+            for (int64_t i = 0; i < N; ++i) {
+                const float v = x[size_t(t * N + i)], s = r[size_t(t)] / inv[size_t(i)];  // the token's threshold
+                CHECK(xs[size_t(t * N + i)] == v / r[size_t(t)]);
+                const int c = n[size_t(t * N + i)];
+                top = std::max(top, std::abs(c));
+                // Nothing clips: the count times the token's threshold is within half a threshold of x
+                // (of max(x, 0) for an unsigned site).
+                const float want = is_signed ? v : std::max(v, 0.0f);
+                CHECK(std::fabs(float(c) * s - want) <= 0.5f * s * (1.0f + 1e-4f));
+            }
+            CHECK(top == (m > 0.0f ? L : 0));  // the row's largest value lands on the top count
+        }
+        // The outlier row keeps its outlier: 50 clips in thresholds of its own column.
+        CHECK(n[size_t(1 * N + 3)] == L);
+        CHECK(r[1] == doctest::Approx(50.0f * 3.5f * inv[3] / float(L)));
+    }
+    // Undoing the factor: rows times r plus the bias; attention rows per (head, token).
+    std::vector<float> out = {1, 2, 3, 4, 5, 6}, rr = {2.0f, -0.5f}, b = {10, 20, 30};
+    cpu::rescale_rows(out.data(), rr.data(), b.data(), 2, 3);
+    CHECK(out == std::vector<float>{12, 24, 36, 8, 17.5f, 27});
+    cpu::rescale_rows(out.data(), rr.data(), nullptr, 2, 3);
+    CHECK(out == std::vector<float>{24, 48, 72, -4, -8.75f, -13.5f});
+    // [T = 2, H = 3, D = 2] scaled by r[h, t].
+    std::vector<float> att(12, 1.0f), rh = {1, 2, 3, 4, 5, 6};  // r[h][t] = rh[h * 2 + t]
+    cpu::rescale_head_rows(att.data(), rh.data(), 2, 3, 2);
+    CHECK(att == std::vector<float>{1, 1, 3, 3, 5, 5, 2, 2, 4, 4, 6, 6});
+}
+
+TEST_CASE("spiking: the token-scaling Tensor kernels match cpu:: and refuse bad operands") {
+    const int64_t T = 3, N = 5;
+    Tensor x = Tensor::empty({T, N}, DType::F32), inv = Tensor::empty({1}, DType::F32);
+    for (int64_t i = 0; i < T * N; ++i) x.data<float>()[i] = float(i % 7) - 3.0f;
+    inv.data<float>()[0] = 2.0f;
+    Tensor r = Tensor::empty({T}, DType::F32), xs = Tensor::empty({T, N}, DType::F32);
+    kernels::token_scale(r, xs, x, {inv, -8, 8});
+    std::vector<float> r2(T), xs2(size_t(T * N));
+    cpu::token_scale(r2.data(), xs2.data(), x.data<float>(), T, N, inv.data<float>(), false, -8, 8);
+    for (int64_t t = 0; t < T; ++t) CHECK(r.data<float>()[t] == r2[size_t(t)]);
+    for (int64_t i = 0; i < T * N; ++i) CHECK(xs.data<float>()[i] == xs2[size_t(i)]);
+    auto err = [](const std::function<void()>& f) {
+        try {
+            f();
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    CHECK(err([&] { kernels::token_scale(Tensor::empty({T + 1}, DType::F32), xs, x, {inv, -8, 8}); }).find("token_scale") == 0);
+    CHECK(err([&] { kernels::token_scale(r, xs, x, {inv, 0, 0}); }).find("n_max") != std::string::npos);
+    CHECK(err([&] { kernels::rescale_rows(xs, r, Tensor::empty({N + 1}, DType::F32)); }).find("rescale_rows") == 0);
+    CHECK(err([&] { kernels::rescale_head_rows(Tensor::empty({T, 7}, DType::F32), Tensor::empty({2, T}, DType::F32)); })
+              .find("rescale_head_rows") == 0);
+    Tensor att = Tensor::empty({T, 4}, DType::F32), rh = Tensor::empty({2, T}, DType::F32);
+    for (int64_t i = 0; i < att.numel(); ++i) att.data<float>()[i] = 1.0f;
+    for (int64_t i = 0; i < rh.numel(); ++i) rh.data<float>()[i] = float(i + 1);
+    kernels::rescale_head_rows(att, rh);
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t c = 0; c < 4; ++c) CHECK(att.data<float>()[t * 4 + c] == float((c / 2) * T + t + 1));
+}

@@ -59,6 +59,9 @@ int cmd_convert(int argc, char** argv) {
     p.option("granularity", "channel|tensor", "thresholds per channel (Q, K, V: per head) or per tensor", "channel");
     p.option("percentile", "P", "percentile of |x| a site's largest count stands for (100 = max)", "99.9");
     p.option("sites", "LIST", "spiking sites: default, all, none, or a list of attn_in, attn (q,k,v,probs), attn_out, mlp_in, mlp_act, lm_head_in", "default");
+    p.option("token-scale", "auto|on|off",
+             "per-token adaptive thresholds at every site but q, k, v: each token's largest value lands on the top count, "
+             "so outlier activations are kept, not clipped (layer-wise only; auto: on for Llama, off for GPT-2)", "auto");
     p.option("schedule", "layerwise|streaming", "the schedule the SNN runs in by default (streaming: GPT-2 only)", "layerwise");
     p.option("calib", "FILE", "more calibration text (samples split at blank lines, or lines)");
     p.option("num-samples", "N", "calibration samples in all (built-in prompts first)", "64");
@@ -73,7 +76,7 @@ int cmd_convert(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
 
     if (is_snn_dir(dir)) {  // timestep calibration of an existing SNN
-        for (const char* o : {"activation", "granularity", "percentile", "sites", "calib", "num-samples", "max-length"})
+        for (const char* o : {"activation", "granularity", "percentile", "sites", "token-scale", "calib", "num-samples", "max-length"})
             if (p.has(o)) throw UsageError(fmt::format("--{} needs a float model; {} is already an SNN (only --timesteps, --levels, --schedule apply)", o, dir.string()));
         LoadedSnn l = load_snn_model(dir);
         if (p.has("levels")) set_levels(l.spec, int(p.get_int("levels", 1, spiking_max_levels())));
@@ -102,6 +105,9 @@ int cmd_convert(int argc, char** argv) {
     } catch (const Error& e) {
         throw UsageError(e.what());
     }
+    const std::string ts = p.get("token-scale");
+    if (ts == "on" || ts == "off") o.token_scale = ts == "on";
+    else if (ts != "auto") throw UsageError(fmt::format("--token-scale '{}': use auto, on or off", ts));
     if (p.has("calib")) o.calib_file = fs::path(p.get("calib"));
     o.num_samples = int(p.get_int("num-samples", 1, 1 << 20));
     o.max_length = int(p.get_int("max-length", 2, 1 << 20));
@@ -124,7 +130,7 @@ int cmd_convert(int argc, char** argv) {
         fmt::print("  S = {} timesteps, L = {} levels, {} schedule, activation {}, {} thresholds at the {}th percentile\n",
                    spec.timesteps, spec.levels, schedule_name(spec.schedule), activation_name(spec.activation),
                    spec.per_channel ? "per-channel" : "per-tensor", spec.percentile);
-        fmt::print("  sites: {}\n", spec.sites.str());
+        fmt::print("  sites: {}{}\n", spec.sites.str(), spec.token_scale ? ", token-scaled (all but q, k, v)" : "");
         fmt::print("  calibration: {}\n", spec.calibration.dump());
         fmt::print("  check: layer-wise SNN (spike path) vs QANN on a built-in prompt: max |logit diff| = {}\n", check);
     }
@@ -269,7 +275,7 @@ int cmd_eval(int argc, char** argv) {
             for (int S : {std::max(1, L / 2), L, 2 * L}) row(Schedule::LayerWise, L, S, sa, sp, se);
             agree_series.push_back(sa), ppl_series.push_back(sp), energy_series.push_back(se);
         }
-        if (l.spec.sites.attention() && l.spec.architecture == "gpt2") {  // streaming: GPT-2 only
+        if (l.spec.sites.attention() && l.spec.architecture == "gpt2" && !l.spec.token_scale) {  // streaming: GPT-2 only, no token scaling
             const int L = l.spec.levels;
             Series sa{fmt::format("streaming L={}", L), {}, {}}, sp = sa, se = sa;
             for (int S : {L, 2 * L, 4 * L, 8 * L}) row(Schedule::Streaming, L, S, sa, sp, se);

@@ -21,6 +21,32 @@ void quantize(int8_t* counts, const float* x, int64_t T, int64_t N, const float*
             counts[t * N + i] = int8_t(quant_count(x[t * N + i] * inv[per_col ? i : 0], n_min, n_max));
 }
 
+void token_scale(float* r, float* xs, const float* x, int64_t T, int64_t N, const float* inv, bool per_col, int n_min,
+                 int n_max) {
+    const bool is_signed = n_min < 0;
+    for (int64_t t = 0; t < T; ++t) {
+        const float* row = x + t * N;
+        float m = 0.0f;
+        for (int64_t i = 0; i < N; ++i) {
+            const float a = spiking::token_magnitude(row[i], inv[per_col ? i : 0], is_signed);
+            m = a > m ? a : m;
+        }
+        r[t] = spiking::token_factor(m, n_max);
+        for (int64_t i = 0; i < N; ++i) xs[t * N + i] = row[i] / r[t];
+    }
+}
+
+void rescale_rows(float* out, const float* r, const float* b, int64_t T, int64_t N) {
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < N; ++i) out[t * N + i] = spiking::token_rescale(out[t * N + i], r[t], b ? b[i] : 0.0f);
+}
+
+void rescale_head_rows(float* out, const float* r, int64_t T, int64_t H, int64_t D) {
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t h = 0; h < H; ++h)
+            for (int64_t d = 0; d < D; ++d) out[(t * H + h) * D + d] *= r[h * T + t];
+}
+
 namespace {
 
 // S steps of a block of nb <= kNeuronBlock neurons, the neuron index innermost so the compiler

@@ -13,6 +13,15 @@ namespace stac::cpu {
 // QANN: counts[T, N] = quant_count(x * inv)
 void quantize(int8_t* counts, const float* x, int64_t T, int64_t N, const float* inv, bool per_col, int n_min, int n_max);
 
+// Token scaling (spiking_math.h): r[T] = token_factor(max over the row of token_magnitude), and
+// xs[T, N] = x / r, what the site's neurons (or quantizer) then see.
+void token_scale(float* r, float* xs, const float* x, int64_t T, int64_t N, const float* inv, bool per_col, int n_min,
+                 int n_max);
+// out[T, N] = out * r[t] + b[N] (b may be null), in place: a linear layer fed by a token-scaled site.
+void rescale_rows(float* out, const float* r, const float* b, int64_t T, int64_t N);
+// out[T, H * D] *= r[H, T] (the factor of head h's probability row for token t), in place.
+void rescale_head_rows(float* out, const float* r, int64_t T, int64_t H, int64_t D);
+
 // Layer-wise neurons: each neuron runs S steps on the constant current x * inv / S (membrane and
 // counter in registers), writing counts[T, N] and, if `spikes` is not null, spikes[S, T, N].
 // Returns the number of spike events (sum of |spike|).

@@ -73,6 +73,13 @@ void top_k(int dev, float* values, int32_t* indices, const float* logits, int64_
 
 void quantize(int dev, int8_t* counts, const float* x, int64_t T, int64_t N, const float* inv, bool per_col,
               int n_min, int n_max);
+// Token scaling (spiking_math.h): r[T] and xs[T, N] = x / r, one block per row.
+void token_scale(int dev, float* r, float* xs, const float* x, int64_t T, int64_t N, const float* inv, bool per_col,
+                 int n_min, int n_max);
+// out[T, N] = out * r[t] + b (b may be null), in place.
+void rescale_rows(int dev, float* out, const float* r, const float* b, int64_t T, int64_t N);
+// out[T, H * D] *= r[H, T], in place.
+void rescale_head_rows(int dev, float* out, const float* r, int64_t T, int64_t H, int64_t D);
 // All S steps in one kernel: membrane, counter and the current's remainder stay in registers;
 // int8 counts (and spikes [S, T, N] if not null) go out. Returns the spike events.
 int64_t neurons_layerwise(int dev, int8_t* counts, int8_t* spikes, const float* x, int64_t T, int64_t N,

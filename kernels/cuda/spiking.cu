@@ -214,6 +214,36 @@ __global__ void dequantize_heads_kernel(float* out, const int32_t* in, const flo
     }
 }
 
+// One block of kThreads per row: the row's largest magnitude by a shared-memory max, then x / r.
+__global__ void token_scale_kernel(float* r, float* xs, const float* x, int64_t N, const float* inv, bool per_col,
+                                   bool is_signed, int n_max) {
+    __shared__ float best[kThreads];
+    const int64_t t = blockIdx.x;
+    const float* row = x + t * N;
+    float m = 0.0f;
+    for (int64_t i = threadIdx.x; i < N; i += blockDim.x) m = fmaxf(m, token_magnitude(row[i], inv[per_col ? i : 0], is_signed));
+    best[threadIdx.x] = m;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (int(threadIdx.x) < half) best[threadIdx.x] = fmaxf(best[threadIdx.x], best[threadIdx.x + half]);
+        __syncthreads();
+    }
+    const float f = token_factor(best[0], n_max);
+    if (threadIdx.x == 0) r[t] = f;
+    for (int64_t i = threadIdx.x; i < N; i += blockDim.x) xs[t * N + i] = row[i] / f;
+}
+
+__global__ void rescale_rows_kernel(float* out, const float* r, const float* b, int64_t T, int64_t N) {
+    STAC_GRID_LOOP(k, T * N) out[k] = token_rescale(out[k], r[k / N], b ? b[k % N] : 0.0f);
+}
+
+__global__ void rescale_head_rows_kernel(float* out, const float* r, int64_t T, int64_t H, int64_t D) {
+    STAC_GRID_LOOP(k, T * H * D) {
+        const int64_t t = k / (H * D), h = (k / D) % H;
+        out[k] *= r[h * T + t];
+    }
+}
+
 long long* new_counter(Tensor& holder, int dev) {
     holder = temp(1, DType::F64, dev);  // 8 bytes
     zero_bytes(holder.raw(), Device::cuda(dev), 8);
@@ -345,6 +375,25 @@ void dequantize_heads(int dev, float* out, const int32_t* in, const float* mult,
     if (n == 0) return;
     dequantize_heads_kernel<<<blocks_for(n), kThreads, 0, cuda_stream(dev)>>>(out, in, mult, n, per, C, D);
     STAC_CUDA_LAUNCHED("dequantize_heads_kernel");
+}
+
+void token_scale(int dev, float* r, float* xs, const float* x, int64_t T, int64_t N, const float* inv, bool per_col,
+                 int n_min, int n_max) {
+    if (T == 0) return;
+    token_scale_kernel<<<unsigned(T), kThreads, 0, cuda_stream(dev)>>>(r, xs, x, N, inv, per_col, n_min < 0, n_max);
+    STAC_CUDA_LAUNCHED("token_scale_kernel");
+}
+
+void rescale_rows(int dev, float* out, const float* r, const float* b, int64_t T, int64_t N) {
+    if (T * N == 0) return;
+    rescale_rows_kernel<<<blocks_for(T * N), kThreads, 0, cuda_stream(dev)>>>(out, r, b, T, N);
+    STAC_CUDA_LAUNCHED("rescale_rows_kernel");
+}
+
+void rescale_head_rows(int dev, float* out, const float* r, int64_t T, int64_t H, int64_t D) {
+    if (T * H * D == 0) return;
+    rescale_head_rows_kernel<<<blocks_for(T * H * D), kThreads, 0, cuda_stream(dev)>>>(out, r, T, H, D);
+    STAC_CUDA_LAUNCHED("rescale_head_rows_kernel");
 }
 
 }  // namespace stac::cuda
