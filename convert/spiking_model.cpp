@@ -283,7 +283,7 @@ int64_t LayerwiseRun::counts(int l, SiteKind k, const Tensor& x_in, const Tensor
         const int64_t R = x_in.dim(0), N = x_in.dim(1), cap = st.capacity();
         const bool probs = k == SiteKind::Probs;
         row_scale = st.buf(probs ? kRowP : kRow, {R}, DType::F32);
-        x = st.buf(kXs, {R, N}, DType::F32, probs ? R / std::max<int64_t>(T, 1) * T * cap : 0);
+        x = st.buf(kXs, {R, N}, DType::F32, probs ? R * cap : 0);
         kernels::token_scale(row_scale, x, x_in, b);
         if (mode == RunMode::Snn) stats.snn_macs += R * N;  // x / r
     }

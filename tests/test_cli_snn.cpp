@@ -100,6 +100,7 @@ TEST_CASE("cli-snn: convert --simplified writes an SNN directory that inspect de
     CHECK(j["snn"]["timesteps"] == 8);
     CHECK(j["snn"]["schedule"] == "layerwise");
     CHECK(j["snn"]["simplified"] == true);
+    CHECK(j["snn"]["token_scale"] == false);  // the GPT-2 default
     CHECK(j["snn"]["sites"] == SiteSet::defaults().str());
     CHECK(j["n_layer"] == 2);
     // A float model has no "snn" object.
@@ -110,6 +111,7 @@ TEST_CASE("cli-snn: convert --simplified writes an SNN directory that inspect de
     r = run_stac({"inspect", "--model", snn.string()});
     CHECK(r.rc == 0);
     CHECK(contains(r.out, "S = 8 timesteps, L = 8 levels"));
+    CHECK_FALSE(contains(r.out, "token-scaled"));
 }
 
 TEST_CASE("cli-snn: logits of an SNN directory on every path") {

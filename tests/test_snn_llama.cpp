@@ -365,6 +365,7 @@ TEST_CASE("snn-llama: the stac program converts a Llama and runs logits, generat
     CHECK(ins["parameters"] == 50257 * 8 + 8 + 2 * (8 + 8 * 8 + 2 * 4 * 8 + 8 * 8 + 8 + 3 * 16 * 8));
     CHECK(ins["snn"]["levels"] == 8);
     CHECK(ins["snn"]["activation"] == "silu");
+    CHECK(ins["snn"]["token_scale"] == true);  // the Llama default
     CHECK(ins["file_bytes"].get<int64_t>() == int64_t(fs::file_size(snn / "model.safetensors")));
     r = run_stac({"inspect", "--model", src.string()});
     INFO(r.err);

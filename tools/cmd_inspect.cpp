@@ -141,7 +141,7 @@ void print_tokenizer(const OpenModel& m) {
 nlohmann::json snn_json(const SnnSpec& s) {
     return {{"timesteps", s.timesteps}, {"levels", s.levels}, {"schedule", std::string(schedule_name(s.schedule))},
             {"activation", activation_name(s.activation)}, {"granularity", s.per_channel ? "channel" : "tensor"},
-            {"percentile", s.percentile}, {"sites", s.sites.str()}, {"simplified", s.simplified},
+            {"percentile", s.percentile}, {"sites", s.sites.str()}, {"token_scale", s.token_scale}, {"simplified", s.simplified},
             {"calibration", s.calibration}};
 }
 
@@ -194,7 +194,7 @@ int inspect_llama(const ArgParser& p, const OpenModel& m, const LlamaModel& mode
         fmt::print("spiking:      S = {} timesteps, L = {} levels, {} schedule, activation {} (gate), {} thresholds ({}th percentile)\n",
                    s.timesteps, s.levels, schedule_name(s.schedule), activation_name(s.activation),
                    s.per_channel ? "per-channel" : "per-tensor", s.percentile);
-        fmt::print("sites:        {}\n", s.sites.str());
+        fmt::print("sites:        {}{}\n", s.sites.str(), s.token_scale ? ", token-scaled (all but q, k, v)" : "");
         fmt::print("calibration:  {}\n", s.calibration.dump());
     }
     return 0;
@@ -257,7 +257,7 @@ int cmd_inspect(int argc, char** argv) {
         fmt::print("spiking:      S = {} timesteps, L = {} levels, {} schedule, activation {}, {} thresholds ({}th percentile{})\n",
                    s.timesteps, s.levels, schedule_name(s.schedule), activation_name(s.activation),
                    s.per_channel ? "per-channel" : "per-tensor", s.percentile, s.simplified ? ", simplified" : "");
-        fmt::print("sites:        {}\n", s.sites.str());
+        fmt::print("sites:        {}{}\n", s.sites.str(), s.token_scale ? ", token-scaled (all but q, k, v)" : "");
         fmt::print("calibration:  {}\n", s.calibration.dump());
     }
     return 0;
