@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/json_file.h"
+#include "models/chat.h"
 
 namespace stac {
 
@@ -124,6 +125,19 @@ const std::vector<const char*>& builtin_calibration_prompts() {
     return kPrompts;
 }
 
+std::vector<ChatMessage> builtin_chat_messages(std::string_view prompt) {
+    std::vector<ChatMessage> m = {{"system", std::string(kChatMLDefaultSystem)}};
+    const std::string_view user = "User: ", assistant = "\nAssistant: ";
+    const size_t a = prompt.find(assistant);
+    if (prompt.starts_with(user) && a != std::string_view::npos) {
+        m.push_back({"user", std::string(prompt.substr(user.size(), a - user.size()))});
+        m.push_back({"assistant", std::string(prompt.substr(a + assistant.size()))});
+    } else {
+        m.push_back({"user", std::string(prompt)});
+    }
+    return m;
+}
+
 std::vector<std::vector<int32_t>> create_calibration_data(const Tokenizer& tok,
                                                           const std::optional<std::filesystem::path>& file,
                                                           int num_samples, int max_length) {
@@ -131,6 +145,13 @@ std::vector<std::vector<int32_t>> create_calibration_data(const Tokenizer& tok,
     if (max_length < 2) fail("calibration: --max-length must be at least 2, got {}", max_length);
     std::vector<std::string> texts;
     for (const char* p : builtin_calibration_prompts()) texts.emplace_back(p);
+    // For a chat model (ChatML), the built-in prompts again as conversations, after the plain ones.
+    std::vector<std::vector<int32_t>> chat;
+    if (chat_format_for(tok) == ChatFormat::ChatML)
+        for (const char* p : builtin_calibration_prompts()) {
+            const auto m = builtin_chat_messages(p);
+            chat.push_back(chatml_ids(tok, m, m.back().role == "user"));  // a user turn ends at the reply prompt
+        }
     if (file) {
         std::string all = read_text_file(*file);
         // CRLF files split like LF files (and samples keep no stray carriage returns).
@@ -150,12 +171,16 @@ std::vector<std::vector<int32_t>> create_calibration_data(const Tokenizer& tok,
         texts.insert(texts.end(), from_file.begin(), from_file.end());
     }
     std::vector<std::vector<int32_t>> out;
-    for (const std::string& t : texts) {
-        if (int(out.size()) >= num_samples) break;
-        std::vector<int32_t> ids = tok.encode(t, {.allow_special = false});
-        if (ids.empty()) continue;
+    auto take = [&](std::vector<int32_t> ids) {
+        if (ids.empty() || int(out.size()) >= num_samples) return;
         if (int(ids.size()) > max_length) ids.resize(size_t(max_length));
         out.push_back(std::move(ids));
+    };
+    const size_t n_builtin = builtin_calibration_prompts().size();
+    for (size_t i = 0; i < texts.size(); ++i) {
+        take(tok.encode(texts[i], {.allow_special = false}));
+        if (i + 1 == n_builtin)
+            for (auto& c : chat) take(std::move(c));
     }
     if (out.empty()) fail("calibration: no samples");
     return out;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "convert/sites.h"
+#include "models/chat.h"
 #include "models/tokenizer.h"
 
 namespace stac {
@@ -61,12 +62,18 @@ private:
     std::vector<SiteStats> stats_;  // [(n_layer + 1) * kSiteKinds]
 };
 
-// The built-in calibration prompts (varied English), tokenized; then samples from `file` (split
-// at blank lines, or at lines if it has none). Each sample is cut to max_length tokens; at most
-// num_samples samples in all (built-in first, then the file). Throws if nothing is left.
+// The built-in calibration prompts (varied English), tokenized; for a tokenizer with a chat
+// template (ChatML: chat_format_for), the same prompts again as conversations in that template
+// (builtin_chat_messages), so that calibration sees what a chat feeds the model (its system
+// message, role headers and special tokens); then samples from `file` (split at blank lines, or at
+// lines if it has none). Each sample is cut to max_length tokens; at most num_samples samples in
+// all (built-in first, then the file). Throws if nothing is left.
 std::vector<std::vector<int32_t>> create_calibration_data(const Tokenizer& tok,
                                                           const std::optional<std::filesystem::path>& file,
                                                           int num_samples, int max_length);
 const std::vector<const char*>& builtin_calibration_prompts();
+// A built-in prompt as a chat: the default system message, then "User: X\nAssistant: Y" as a user
+// and an assistant message, any other prompt as one user message.
+std::vector<ChatMessage> builtin_chat_messages(std::string_view prompt);
 
 }  // namespace stac

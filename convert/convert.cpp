@@ -207,6 +207,7 @@ SnnSpec convert_model(const std::shared_ptr<const LanguageModel>& base, const To
                                               int(std::min<int64_t>(opt.max_length, layout.n_positions)));
     SnnSpec s = convert_model_on(base, data, opt);
     s.calibration["builtin_prompts"] = builtin_calibration_prompts().size();
+    s.calibration["builtin_chat"] = chat_format_for(*tok) == ChatFormat::ChatML;  // the prompts again as ChatML conversations
     s.calibration["file"] = opt.calib_file ? json(opt.calib_file->string()) : json(nullptr);
     return s;
 }

@@ -26,7 +26,7 @@ struct ConvertOptions {
     std::optional<bool> token_scale;
     Schedule schedule = Schedule::LayerWise;
     std::optional<std::filesystem::path> calib_file;
-    int num_samples = 64;
+    int num_samples = 128;
     int max_length = 128;
     bool simplified = false;  // thresholds from the weights alone, no calibration data (lower fidelity; GPT-2 only)
     bool progress = true;     // a progress bar on stderr

@@ -16,7 +16,9 @@
 #include "convert/temporal_spike_processor.h"
 #include "core/json_file.h"
 #include "core/safetensors.h"
+#include "models/chat.h"
 #include "models/gpt2_tokenizer.h"
+#include "models/hf_tokenizer.h"
 #include "models/session.h"
 #include "tests/helpers.h"
 
@@ -514,6 +516,47 @@ TEST_CASE("convert: AbsHistogram percentiles against exact sorted percentiles") 
     one.add(-3.0f);
     CHECK(one.percentile(1) == 3.0f);
     CHECK(one.percentile(100) == 3.0f);
+}
+
+TEST_CASE("convert: a chat model (ChatML) also calibrates on the built-in prompts as conversations") {
+    // SmolLM2's tokenizer.json (tests/fixtures/tokenizer/hf_tokenizers.json, variant "smollm2").
+    TempDir tmp;
+    const json all = read_json_file(fixtures() / "tokenizer" / "hf_tokenizers.json");
+    for (const auto& v : all.at("variants"))
+        if (v.at("name") == "smollm2") std::ofstream(tmp / "tokenizer.json", std::ios::binary) << v.at("tokenizer").dump();
+    const HfTokenizer tok = HfTokenizer::load(tmp / "tokenizer.json");
+    REQUIRE(chat_format_for(tok) == ChatFormat::ChatML);
+    const auto& builtin = builtin_calibration_prompts();
+    const size_t B = builtin.size();
+    const auto d = create_calibration_data(tok, std::nullopt, 1000, 1000);
+    REQUIRE(d.size() == 2 * B);
+    const int32_t im_start = tok.encode("<|im_start|>", {.allow_special = true})[0];
+    for (size_t i = 0; i < B; ++i) {
+        CAPTURE(builtin[i]);
+        CHECK(d[i] == tok.encode(builtin[i], {.allow_special = false}));  // the plain prompts first
+        const auto m = builtin_chat_messages(builtin[i]);
+        CHECK(d[B + i] == chatml_ids(tok, m, m.back().role == "user"));
+        CHECK(d[B + i][0] == im_start);
+    }
+    // A "User: ...\nAssistant: ..." prompt becomes a user and an assistant message after the
+    // template's default system message; any other prompt one user message.
+    const auto qa = builtin_chat_messages("User: What is 2 + 2?\nAssistant: 4.");
+    REQUIRE(qa.size() == 3);
+    CHECK(qa[0].role == "system");
+    CHECK(qa[0].content == kChatMLDefaultSystem);
+    CHECK((qa[1].role == "user" && qa[1].content == "What is 2 + 2?"));
+    CHECK((qa[2].role == "assistant" && qa[2].content == "4."));
+    const auto one = builtin_chat_messages("The quick brown fox.");
+    REQUIRE(one.size() == 2);
+    CHECK((one[1].role == "user" && one[1].content == "The quick brown fox."));
+    // The file's samples come after both; num_samples counts every sample.
+    std::ofstream(tmp / "f.txt") << "one\n\ntwo\n";
+    const auto f = create_calibration_data(tok, tmp / "f.txt", 1000, 1000);
+    REQUIRE(f.size() == 2 * B + 2);
+    CHECK(f[2 * B] == tok.encode("one", {.allow_special = false}));
+    CHECK(create_calibration_data(tok, tmp / "f.txt", int(B) + 3, 1000).size() == B + 3);
+    // max_length cuts the conversations too.
+    for (const auto& ids : create_calibration_data(tok, std::nullopt, 1000, 5)) CHECK(ids.size() <= 5);
 }
 
 TEST_CASE("convert: create_calibration_data") {

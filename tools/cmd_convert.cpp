@@ -64,7 +64,7 @@ int cmd_convert(int argc, char** argv) {
              "so outlier activations are kept, not clipped (layer-wise only; auto: on for Llama, off for GPT-2)", "auto");
     p.option("schedule", "layerwise|streaming", "the schedule the SNN runs in by default (streaming: GPT-2 only)", "layerwise");
     p.option("calib", "FILE", "more calibration text (samples split at blank lines, or lines)");
-    p.option("num-samples", "N", "calibration samples in all (built-in prompts first)", "64");
+    p.option("num-samples", "N", "calibration samples in all (built-in prompts first: 32, and for a ChatML chat model the same 32 as conversations)", "128");
     p.option("max-length", "N", "tokens per calibration sample at most", "128");
     p.flag("simplified", "thresholds from the weights alone, no calibration data (lower fidelity; GPT-2 only)");
     p.flag("quiet", "no progress bar or summary");
@@ -154,6 +154,7 @@ int cmd_eval(int argc, char** argv) {
     p.option("max-tokens", "N", "use at most the first N tokens of the text", "2048");
     p.option("window", "N", "tokens per window (0 = n_positions)", "0");
     add_snn_options(p);
+    p.flag("special", "the text's special tokens (<|im_start|>, <|endoftext|>, ...) are control tokens, as in a chat transcript");
     p.flag("sweep", "also evaluate a grid of levels and timesteps, in both schedules");
     p.option("levels-list", "LIST", "levels of the sweep", "4,8,16,32");
     p.option("json", "FILE", "write all results as JSON");
@@ -195,7 +196,7 @@ int cmd_eval(int argc, char** argv) {
     fs::path text_path = p.has("text") ? fs::path(p.get("text")) : fs::path(STAC_DATA_DIR) / "models/bundled/heldout.txt";
     if (!p.has("text") && !fs::exists(text_path)) throw UsageError("give --text FILE (no bundled held-out text in this tree)");
     const std::string text = read_text_file(text_path);
-    std::vector<int32_t> ids = tok->encode(text, {.allow_special = false});
+    std::vector<int32_t> ids = tok->encode(text, {.allow_special = p.has("special")});
     const int64_t max_tokens = p.get_int("max-tokens", 2, int64_t(1) << 30);
     if (int64_t(ids.size()) > max_tokens) ids.resize(size_t(max_tokens));
     int64_t window = p.get_int("window", 0, l.base->info().n_positions);
