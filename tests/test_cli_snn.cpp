@@ -330,6 +330,20 @@ TEST_CASE("cli-snn: calibrated conversion, eval, sweep, chat and test-conversati
     CHECK(ev["snn_result"]["perplexity"] == ev["qann"]["perplexity"]);
     CHECK(ev["spikes"].is_object());
     CHECK(contains(r.out, "perplexity"));
+    // --special: "<|endoftext|>" in the text is the control token (1 id), else text (several ids).
+    const fs::path eot = tmp / "eot.txt";
+    std::ofstream(eot) << "One story ends here.<|endoftext|>Another begins.";
+    int64_t tokens[2] = {0, 0};
+    for (int special = 0; special < 2; ++special) {
+        std::vector<std::string> args = {"eval", "--model", snn.string(), "--text", eot.string(), "--json", out_json.string(), "--quiet", "--qann"};
+        if (special) args.push_back("--special");
+        r = run_stac(args);
+        INFO(r.err);
+        REQUIRE(r.rc == 0);
+        tokens[special] = read_json_file(out_json)["tokens"].get<int64_t>();
+    }
+    CHECK(tokens[1] > 2);
+    CHECK(tokens[0] > tokens[1]);
 
     const fs::path svg = tmp / "sweep.svg", sweep_json = tmp / "sweep.json";
     // The sweep runs 10 evaluations: a short text keeps it quick (scoring a 50257-token vocabulary dominates).
