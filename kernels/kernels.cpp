@@ -138,8 +138,8 @@ void embedding(const Tensor& out, std::span<const int32_t> ids, int64_t pos0, co
     const Device d = same_device("embedding", {&out, &wte, &wpe});
     if constexpr (kCuda)
         if (d.is_cuda()) {
-            if (!wpe.defined()) fail("embedding: a GPU needs the position table (Llama runs on the CPU)");
-            return cuda::embedding(d.index, mp(out), ids.data(), T, pos0, wte.raw(), wpe.raw(), wte.dtype(), C);
+            return cuda::embedding(d.index, mp(out), ids.data(), T, pos0, wte.raw(), wpe.defined() ? wpe.raw() : nullptr,
+                                   wte.dtype(), C);
         }
     cpu::embedding(out.data<float>(), ids.data(), T, pos0, wte.data<float>(), wpe.defined() ? wpe.data<float>() : nullptr, C);
 }
@@ -165,8 +165,7 @@ void kv_append(const Tensor& kc, const Tensor& vc, const Tensor& qkv, int64_t po
     const Device d = same_device("kv_append", {&kc, &vc, &qkv});
     if constexpr (kCuda)
         if (d.is_cuda()) {
-            if (H != G) fail("kv_append: grouped-query attention runs on the CPU only");
-            return cuda::kv_append(d.index, mp(kc), mp(vc), fp(qkv), T, pos0, G, D, cap);
+            return cuda::kv_append(d.index, mp(kc), mp(vc), fp(qkv), T, pos0, G, D, cap, H);
         }
     cpu::kv_append(kc.data<float>(), vc.data<float>(), qkv.data<float>(), T, pos0, G, D, cap, H);
 }
@@ -185,8 +184,8 @@ void attention(const Tensor& out, const Tensor& qkv, const Tensor& kc, const Ten
     if constexpr (kCuda)
         if (d.is_cuda()) {
             if (D > cuda::kMaxHeadDim) fail("attention: head dimension {} exceeds the CUDA kernels' {}", D, cuda::kMaxHeadDim);
-            if (H != G) fail("attention: grouped-query attention runs on the CPU only");
-            return cuda::attention(d.index, mp(out), H * D, fp(qkv), qkv.dim(1), fp(kc), fp(vc), T, pos0, H, D, cap, scale);
+            return cuda::attention(d.index, mp(out), H * D, fp(qkv), qkv.dim(1), fp(kc), fp(vc), T, pos0, H, D, cap, scale,
+                                   cuda::AttentionKernel::Auto, H / G);
         }
     need_f32(scratch, "attention", "scratch");
     const int64_t per_slice = T * (pos0 + T);
@@ -203,7 +202,9 @@ void rmsnorm(const Tensor& out, const Tensor& x, const Tensor& g, float eps) {
     if (x.rank() != 2) fail("rmsnorm: x {} must be 2-D", x.describe());
     const int64_t T = x.dim(0), C = x.dim(1);
     need_shape(out, {T, C}, "rmsnorm", "out"), need_shape(g, {C}, "rmsnorm", "weight");
-    same_device("rmsnorm", {&out, &x, &g});
+    const Device d = same_device("rmsnorm", {&out, &x, &g});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::rmsnorm(d.index, mp(out), fp(x), fp(g), T, C, eps);
     cpu::rmsnorm(out.data<float>(), x.data<float>(), g.data<float>(), T, C, eps);
 }
 
@@ -212,7 +213,9 @@ void silu_gate(const Tensor& out, const Tensor& gu) {
     if (gu.rank() != 2 || gu.dim(1) % 2 != 0) fail("silu_gate: gate|up {} must be [T, 2I]", gu.describe());
     const int64_t T = gu.dim(0), I = gu.dim(1) / 2;
     need_shape(out, {T, I}, "silu_gate", "out");
-    same_device("silu_gate", {&out, &gu});
+    const Device d = same_device("silu_gate", {&out, &gu});
+    if constexpr (kCuda)
+        if (d.is_cuda()) return cuda::silu_gate(d.index, mp(out), fp(gu), T, I);
     cpu::silu_gate(out.data<float>(), gu.data<float>(), T, I);
 }
 
@@ -223,7 +226,19 @@ void rope(const Tensor& x, int64_t nh, int64_t D, int64_t pos0, float theta) {
         fail("rope: {} heads of {} (an even head size) do not fit rows of {}", nh, D, x.dim(1));
     if (pos0 < 0) fail("rope: negative position {}", pos0);
     if (!(theta > 0.0f)) fail("rope: theta = {} must be positive", theta);
-    same_device("rope", {&x});
+    const Device d = same_device("rope", {&x});
+    if constexpr (kCuda)
+        if (d.is_cuda()) {
+            // The (cos, sin) of every row's angles, on the host exactly as cpu::rope computes them.
+            const int64_t T = x.dim(0), half = D / 2;
+            std::vector<float> cs(size_t(T * half * 2));
+            for (int64_t t = 0; t < T; ++t)
+                for (int64_t i = 0; i < half; ++i) {
+                    const auto [c, s] = rope_cos_sin(pos0 + t, i, D, theta);
+                    cs[size_t((t * half + i) * 2)] = c, cs[size_t((t * half + i) * 2 + 1)] = s;
+                }
+            return cuda::rope(d.index, mp(x), x.dim(1), T, nh, D, cs.data());
+        }
     cpu::rope(x.data<float>(), x.dim(1), x.dim(0), nh, D, pos0, theta);
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <utility>
 #include <cstdint>
 
 #include "core/hd.h"
@@ -38,6 +39,11 @@ inline float rope_inv_freq(int64_t i, int64_t D, float theta) {
     return float(1.0 / std::pow(double(theta), double(float(2 * i) / float(D))));
 }
 inline float rope_angle(int64_t pos, float inv_freq) { return float(pos) * inv_freq; }
+// (cos, sin) of pair i's angle at position pos, as f32 (the CPU kernel, and the table the GPU's reads).
+inline std::pair<float, float> rope_cos_sin(int64_t pos, int64_t i, int64_t D, float theta) {
+    const double a = double(rope_angle(pos, rope_inv_freq(i, D, theta)));
+    return {float(std::cos(a)), float(std::sin(a))};
+}
 // (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin)
 STAC_HD void rope_rotate(float& x1, float& x2, float c, float s) {
     const float a = x1 * c - x2 * s, b = x2 * c + x1 * s;

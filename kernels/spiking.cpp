@@ -351,9 +351,8 @@ void attention_scores(const Tensor& scores, const Tensor& qkv, const Tensor& kc,
     const Device d = same_device("attention_scores", {&scores, &qkv, &kc});
     if constexpr (kCuda)
         if (d.is_cuda()) {
-            cuda_heads_equal(group, "attention_scores");
-            return cuda::attention_scores(d.index, scores.raw_data<float>(), qkv.raw_data<float>(), 3 * H * D,
-                                          kc.raw_data<float>(), T, P, H, D, kc.dim(1), scale);
+            return cuda::attention_scores(d.index, scores.raw_data<float>(), qkv.raw_data<float>(), (H + 2 * G) * D,
+                                          kc.raw_data<float>(), T, P, H, D, kc.dim(1), scale, group);
         }
     cpu::attention_scores(scores.data<float>(), qkv.data<float>(), (H + 2 * G) * D, kc.data<float>(), T, P, H, D,
                           kc.dim(1), scale, group);
@@ -370,9 +369,8 @@ void attention_pv(const Tensor& out, const Tensor& probs, const Tensor& vc, int6
     const Device d = same_device("attention_pv", {&out, &probs, &vc});
     if constexpr (kCuda)
         if (d.is_cuda()) {
-            cuda_heads_equal(group, "attention_pv");
             return cuda::attention_pv(d.index, out.raw_data<float>(), H * D, probs.raw_data<float>(), vc.raw_data<float>(),
-                                      T, P, H, D, vc.dim(1));
+                                      T, P, H, D, vc.dim(1), group);
         }
     cpu::attention_pv(out.data<float>(), H * D, probs.data<float>(), vc.data<float>(), T, P, H, D, vc.dim(1), group);
 }

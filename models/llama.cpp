@@ -211,12 +211,13 @@ int64_t LlamaWeights::parameter_count() const {
 
 // ---------------------------------------------------------------- state
 
-LlamaState::LlamaState(const LlamaConfig& cfg, int64_t capacity) : cfg_(&cfg), capacity_(capacity) {
+LlamaState::LlamaState(const LlamaConfig& cfg, int64_t capacity, Device device)
+    : cfg_(&cfg), capacity_(capacity), device_(device) {
     // Uninitialised: only rows [0, length) are ever read, and a long context (SmolLM2: 8192
     // positions) should not touch its whole cache up front.
     for (int64_t l = 0; l < cfg.n_layer; ++l) {
-        k.push_back(Tensor::empty({cfg.n_kv_head, capacity, cfg.head_dim()}, DType::F32));
-        v.push_back(Tensor::empty({cfg.n_kv_head, capacity, cfg.head_dim()}, DType::F32));
+        k.push_back(Tensor::empty({cfg.n_kv_head, capacity, cfg.head_dim()}, DType::F32, device));
+        v.push_back(Tensor::empty({cfg.n_kv_head, capacity, cfg.head_dim()}, DType::F32, device));
     }
 }
 
@@ -228,14 +229,19 @@ void LlamaState::truncate(int64_t n) {
 void LlamaState::reserve(int64_t rows) {
     if (rows <= reserved_rows) return;
     const int64_t C = cfg_->hidden, I = cfg_->intermediate;
-    x = Tensor::empty({rows, C}, DType::F32);
-    h = Tensor::empty({rows, C}, DType::F32);
-    qkv = Tensor::empty({rows, cfg_->qkv_width()}, DType::F32);
-    att = Tensor::empty({rows, cfg_->n_head * cfg_->head_dim()}, DType::F32);
-    gu = Tensor::empty({rows, 2 * I}, DType::F32);
-    mlp = Tensor::empty({rows, I}, DType::F32);
-    // One attention scratch per thread that runs heads side by side (kernels::attention).
-    scores = Tensor::empty({std::min<int64_t>(cfg_->n_head, num_threads()) * rows * capacity_}, DType::F32);
+    const Device d = device_;
+    x = Tensor::empty({rows, C}, DType::F32, d);
+    h = Tensor::empty({rows, C}, DType::F32, d);
+    qkv = Tensor::empty({rows, cfg_->qkv_width()}, DType::F32, d);
+    att = Tensor::empty({rows, cfg_->n_head * cfg_->head_dim()}, DType::F32, d);
+    gu = Tensor::empty({rows, 2 * I}, DType::F32, d);
+    mlp = Tensor::empty({rows, I}, DType::F32, d);
+    if (d.is_cpu()) {
+        // One attention scratch per thread that runs heads side by side (kernels::attention).
+        scores = Tensor::empty({std::min<int64_t>(cfg_->n_head, num_threads()) * rows * capacity_}, DType::F32);
+    } else {
+        logits = Tensor::empty({rows, cfg_->vocab_size}, DType::F32, d);  // the GPU kernels draw their own attention scratch
+    }
     reserved_rows = rows;
 }
 
@@ -259,12 +265,29 @@ std::unique_ptr<ModelState> LlamaModel::new_state(int64_t capacity) const {
     if (capacity <= 0) capacity = cfg_.n_positions;
     if (capacity > cfg_.n_positions)
         fail("cache capacity {} exceeds the model's max_position_embeddings = {}", capacity, cfg_.n_positions);
-    return std::make_unique<LlamaState>(cfg_, capacity);
+    return std::make_unique<LlamaState>(cfg_, capacity, device());
 }
+
+LlamaWeights LlamaWeights::to(Device d) const {
+    if (d == device()) return *this;
+    require_device(d);
+    LlamaWeights out;
+    out.source_dtype = source_dtype;
+    out.embed = embed.to(d);
+    out.norm = norm.to(d);
+    out.lm_head = lm_head.raw() == embed.raw() ? out.embed : lm_head.to(d);
+    for (const LlamaLayer& a : layers)
+        out.layers.push_back({a.attn_norm.to(d), a.wqkv.to(d), a.wo.to(d), a.mlp_norm.to(d), a.w_gate_up.to(d), a.w_down.to(d)});
+    synchronize(d);
+    return out;
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::to(Device d) const { return std::make_unique<LlamaModel>(cfg_, w_.to(d)); }
 
 void LlamaModel::forward(std::span<const int32_t> ids, ModelState& state, LogitRows rows, const Tensor& logits) const {
     auto* st = dynamic_cast<LlamaState*>(&state);
     if (!st) fail("llama forward: the state was not made by this model");
+    if (st->device() != device()) fail("llama forward: the state is on {}, the model on {}", st->device().str(), device().str());
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
     check_forward_args(info_, ids, P, st->capacity(), rows, logits, "llama");
     st->reserve(T);
@@ -296,7 +319,10 @@ void LlamaModel::forward(std::span<const int32_t> ids, ModelState& state, LogitR
     // Final RMSNorm and head only for the rows that need logits.
     const Tensor xr = x.slice_rows(T - R, T), hr = h.slice_rows(0, R);
     kernels::rmsnorm(hr, xr, w_.norm, cfg_.rms_norm_eps);
-    kernels::matmul_nt(logits, hr, w_.lm_head);
+    // On a GPU writing host logits: computed on the device, then copied once.
+    const Tensor out = logits.device() == device() ? logits : st->logits.slice_rows(0, R);
+    kernels::matmul_nt(out, hr, w_.lm_head);
+    if (out.raw() != logits.raw()) copy_bytes(logits.raw(), logits.device(), out.raw(), out.device(), out.nbytes());
 }
 
 }  // namespace stac

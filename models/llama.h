@@ -70,12 +70,15 @@ struct LlamaWeights {
     // config needs lm_head.weight; a tied config with an lm_head.weight equal to embed is accepted.
     static LlamaWeights load(const WeightSource& src, const LlamaConfig& cfg);
     int64_t parameter_count() const;  // distinct parameters (a tied head counted once)
+    // A copy on `device` (f32; a tied head stays tied), or *this when it is there already.
+    LlamaWeights to(Device device) const;
+    Device device() const { return embed.device(); }
 };
 
 // The per-conversation cache: K and V of the G key/value heads per layer, and a forward's scratch.
 class LlamaState final : public ModelState {
 public:
-    LlamaState(const LlamaConfig& cfg, int64_t capacity);
+    LlamaState(const LlamaConfig& cfg, int64_t capacity, Device device = Device::cpu());
     int64_t length() const override { return length_; }
     int64_t capacity() const override { return capacity_; }
     void clear() override { length_ = 0; }
@@ -83,15 +86,19 @@ public:
 
     std::vector<Tensor> k, v;  // per layer [G, cap, D]
     // Scratch for a chunk of up to `rows` tokens: x, h: [rows, C]; qkv: [rows, (H + 2G) D];
-    // att: [rows, H D]; gu: [rows, 2I]; mlp: [rows, I]; scores: [min(H, threads) * rows * cap].
+    // att: [rows, H D]; gu: [rows, 2I]; mlp: [rows, I]; scores: [min(H, threads) * rows * cap] (CPU);
+    // logits: [rows, V] on a GPU, where a forward writing host logits computes them first.
     void reserve(int64_t rows);
-    Tensor x, h, qkv, att, gu, mlp, scores;
+    Tensor x, h, qkv, att, gu, mlp, scores, logits;
     int64_t reserved_rows = 0;
     int64_t length_ = 0;
+
+    Device device() const { return device_; }
 
 private:
     const LlamaConfig* cfg_;
     int64_t capacity_;
+    Device device_;
 };
 
 class LlamaModel final : public LanguageModel {
@@ -106,6 +113,10 @@ public:
 
     const LlamaConfig& config() const { return cfg_; }
     const LlamaWeights& weights() const { return w_; }
+    Device device() const { return w_.device(); }
+    // The model on `device` (f32 weights; the GPU kernels: RMSNorm, RoPE, grouped-query attention,
+    // the SiLU gate; a GPU needs a CUDA build).
+    std::unique_ptr<LlamaModel> to(Device device) const;
 
 private:
     LlamaConfig cfg_;

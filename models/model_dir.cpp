@@ -41,6 +41,12 @@ std::unique_ptr<LanguageModel> load_language_model(const fs::path& dir, const Pl
     require_device(where.device);  // before reading a large checkpoint for a GPU that is not there
     std::unique_ptr<LanguageModel> m = load_language_model(dir);
     if (auto* g = dynamic_cast<Gpt2Model*>(m.get())) return g->to(where);
+    if (auto* l = dynamic_cast<LlamaModel*>(m.get())) {
+        if (where.weights != DType::F32)
+            fail("{}: a Llama model runs on a GPU with f32 weights (--weights-dtype f32), not {}", dir.string(),
+                 dtype_name(where.weights));
+        return l->to(where.device);
+    }
     fail("{}: {} models run on the CPU only", dir.string(), m->info().architecture);
 }
 

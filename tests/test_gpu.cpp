@@ -250,6 +250,92 @@ TEST_SUITE("gpu") {
         }
     }
 
+    TEST_CASE("gpu: grouped-query attention (G key/value heads) and the Llama ops match the CPU") {
+        STAC_REQUIRE_GPU();
+        // Grouped-query attention: H query heads over G cached heads, both kernels and the explicit steps.
+        struct Case { int64_t T, P, H, G, D, cap; };
+        for (const Case c : {Case{1, 0, 6, 2, 64, 8}, Case{1, 300, 9, 3, 64, 512}, Case{37, 0, 9, 3, 64, 64},
+                             Case{12, 30, 8, 2, 32, 50}, Case{5, 129, 4, 1, 128, 160}}) {
+            CAPTURE(c.T); CAPTURE(c.P); CAPTURE(c.H); CAPTURE(c.G); CAPTURE(c.D);
+            const int64_t W = (c.H + 2 * c.G) * c.D, Cq = c.H * c.D, L = c.P + c.T;
+            const Tensor qkv = rnd({c.T, W}, 30, 0.5f);
+            Tensor kc = rnd({c.G, c.cap, c.D}, 31), vc = rnd({c.G, c.cap, c.D}, 32);
+            Tensor kg = gpu(kc), vg = gpu(vc);
+            const Tensor qg = gpu(qkv);
+            kernels::kv_append(kc, vc, qkv, c.P), kernels::kv_append(kg, vg, qg, c.P);
+            CHECK(same_bytes(kg, kc));
+            CHECK(same_bytes(vg, vc));
+            Tensor want = Tensor::empty({c.T, Cq}, DType::F32), got = Tensor::empty({c.T, Cq}, DType::F32, kGpu);
+            Tensor scratch = Tensor::empty({c.H * c.T * L}, DType::F32);
+            const float scale = 1.0f / std::sqrt(float(c.D));
+            kernels::attention(want, qkv, kc, vc, c.P, scale, scratch);
+            kernels::attention(got, qg, kg, vg, c.P, scale, Tensor());
+            CHECK(rel_diff(got, want) < 2e-5f);
+#ifdef STAC_WITH_CUDA
+            for (auto which : {cuda::AttentionKernel::Prefill, cuda::AttentionKernel::Decode}) {
+                Tensor g2 = Tensor::empty({c.T, Cq}, DType::F32, kGpu);
+                cuda::attention(0, g2.raw_data<float>(), Cq, qg.raw_data<float>(), W, kg.raw_data<float>(),
+                                vg.raw_data<float>(), c.T, c.P, c.H, c.D, c.cap, scale, which, c.H / c.G);
+                CHECK(rel_diff(g2, want) < 2e-5f);
+            }
+#endif
+            Tensor sw = Tensor::empty({c.H, c.T, L}, DType::F32), sg = Tensor::empty({c.H, c.T, L}, DType::F32, kGpu);
+            kernels::attention_scores(sw, qkv, kc, c.P, scale), kernels::attention_scores(sg, qg, kg, c.P, scale);
+            CHECK(rel_diff(sg, sw) < 1e-5f);
+            kernels::softmax_causal(sw, c.P), kernels::softmax_causal(sg, c.P);
+            kernels::attention_pv(want, sw, vc, c.P), kernels::attention_pv(got, sg, vg, c.P);
+            CHECK(rel_diff(got, want) < 2e-5f);
+        }
+        // RMSNorm (rows wider and narrower than a block), silu(gate) * up, RoPE at large positions.
+        for (int64_t C : {576, 100, 2049}) {
+            CAPTURE(C);
+            const Tensor x = rnd({7, C}, 33, 2.0f), g = rnd({C}, 34);
+            Tensor want = Tensor::empty({7, C}, DType::F32), got = Tensor::empty({7, C}, DType::F32, kGpu);
+            kernels::rmsnorm(want, x, g, 1e-5f), kernels::rmsnorm(got, gpu(x), gpu(g), 1e-5f);
+            CHECK(rel_diff(got, want) < 1e-5f);
+        }
+        const Tensor gu = rnd({9, 2 * 1536}, 35, 4.0f);
+        Tensor sw = Tensor::empty({9, 1536}, DType::F32), sg = Tensor::empty({9, 1536}, DType::F32, kGpu);
+        kernels::silu_gate(sw, gu), kernels::silu_gate(sg, gpu(gu));
+        CHECK(rel_diff(sg, sw) < 1e-6f);
+        for (int64_t pos0 : {0, 4000}) {
+            CAPTURE(pos0);
+            Tensor xc = rnd({6, (9 + 2 * 3) * 64}, 36, 1.0f);
+            Tensor xg = gpu(xc);
+            kernels::rope(xc, 9 + 3, 64, pos0, 100000.0f), kernels::rope(xg, 9 + 3, 64, pos0, 100000.0f);
+            CHECK(rel_diff(xg, xc) < 1e-6f);
+        }
+    }
+
+    TEST_CASE("gpu: Llama models (GQA tied, MHA untied, bf16 shards) on the GPU match the CPU, batched and through the cache") {
+        STAC_REQUIRE_GPU();
+        for (const char* name : {"tiny-gqa-tied-f32", "tiny-mha-untied-f32", "tiny-gqa-bf16-sharded"}) {
+            CAPTURE(name);
+            const auto dir = stac::test::fixtures() / "llama" / name;
+            const auto cpu_m = load_language_model(dir);
+            const auto gpu_m = load_language_model(dir, Placement{kGpu, DType::F32});
+            const int64_t V = cpu_m->info().vocab_size, T = 19;
+            std::vector<int32_t> ids;
+            for (int64_t t = 0; t < T; ++t) ids.push_back(int32_t((t * 41 + 7) % V));
+            auto run = [&](const LanguageModel& m, int64_t chunk) {
+                Tensor out = Tensor::empty({T, V}, DType::F32);
+                auto st = m.new_state();
+                for (int64_t t = 0; t < T; t += chunk) {
+                    const int64_t n = std::min(chunk, T - t);
+                    m.forward(std::span<const int32_t>(ids).subspan(size_t(t), size_t(n)), *st, LogitRows::All,
+                              out.slice_rows(t, t + n));
+                }
+                return out;
+            };
+            const Tensor want = run(*cpu_m, T);
+            CHECK(rel_diff(run(*gpu_m, T), want) < 1e-4f);  // one prefill
+            CHECK(rel_diff(run(*gpu_m, 1), want) < 1e-4f);  // decode steps through the GPU cache
+            CHECK(rel_diff(run(*gpu_m, 5), want) < 1e-4f);  // chunks on top of cached keys
+        }
+        CHECK_THROWS_WITH_AS(load_language_model(stac::test::fixtures() / "llama" / "tiny-gqa-tied-f32", Placement{kGpu, DType::F16}),
+                             doctest::Contains("f32 weights"), Error);
+    }
+
     TEST_CASE("gpu: top_k matches the CPU, ties and NaN included") {
         STAC_REQUIRE_GPU();
         Tensor l = rnd({3, 50257}, 30);

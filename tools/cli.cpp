@@ -169,7 +169,7 @@ std::vector<int> parse_int_list(const std::string& text, const std::string& opti
 void add_model_option(ArgParser& p) {
     p.option("model", "DIR", "model or SNN directory (Hugging Face GPT-2 or Llama layout), or a .gguf file (llama; token ids only); default: $STAC_MODEL, else the bundled model");
     p.option("threads", "N", "CPU threads for the kernels (default: all cores)");
-    p.option("device", "cpu|cuda[:N]", "where the model runs (a GPU needs a CUDA build; convert, demo and test-conversation run on the CPU; Llama models run on the CPU)", "cpu");
+    p.option("device", "cpu|cuda[:N]", "where the model runs (a GPU needs a CUDA build; convert, demo and test-conversation run on the CPU; a Llama runs on a GPU with f32 weights, a Llama SNN on the CPU only)", "cpu");
     p.option("weights-dtype", "f32|f16|bf16", "dtype of a float GPT-2's weight matrices, with f32 activations and sums either way: bf16 on the CPU uses the AVX-512 BF16 kernels (half the bytes per decode step); f16 needs a GPU", "f32");
 }
 

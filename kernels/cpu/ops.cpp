@@ -168,8 +168,7 @@ void rope(float* x, int64_t ldx, int64_t T, int64_t nh, int64_t D, int64_t pos0,
     for (int64_t t = 0; t < T; ++t) {
         float* r = x + t * ldx;
         for (int64_t i = 0; i < half; ++i) {
-            const double a = double(rope_angle(pos0 + t, rope_inv_freq(i, D, theta)));
-            const float c = float(std::cos(a)), s = float(std::sin(a));
+            const auto [c, s] = rope_cos_sin(pos0 + t, i, D, theta);
             for (int64_t h = 0; h < nh; ++h) rope_rotate(r[h * D + i], r[h * D + half + i], c, s);
         }
     }

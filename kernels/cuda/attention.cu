@@ -25,7 +25,7 @@ constexpr int kPWarps = 4, kPQPerWarp = 4, kPQueries = kPWarps * kPQPerWarp, kKe
 
 __global__ void __launch_bounds__(kPWarps * 32) attention_prefill_kernel(
     float* out, int64_t ldo, const float* q, int64_t ldq, const float* kc, const float* vc, int T, int P, int D,
-    int cap, float scale) {
+    int cap, float scale, int group) {
     __shared__ float Ks[kKeyTile][kMaxD + 1];  // +1: lane j reads row j without bank conflicts
     __shared__ float Vs[kKeyTile][kMaxD];
     __shared__ float Qs[kPQueries][kMaxD];
@@ -45,8 +45,8 @@ __global__ void __launch_bounds__(kPWarps * 32) attention_prefill_kernel(
 
     const int t_last = min(q0 + kPQueries, T) - 1;
     const int keys = P + t_last + 1;  // keys the block's last query sees
-    const float* kh = kc + int64_t(h) * cap * D;
-    const float* vh = vc + int64_t(h) * cap * D;
+    const float* kh = kc + int64_t(h / group) * cap * D;
+    const float* vh = vc + int64_t(h / group) * cap * D;
     for (int k0 = 0; k0 < keys; k0 += kKeyTile) {
         __syncthreads();  // the previous tile is no longer read (and Qs is written, first time)
         for (int i = threadIdx.x; i < kKeyTile * D; i += blockDim.x) {
@@ -109,7 +109,7 @@ constexpr int kDWarps = 4, kChunk = kDWarps * 32;  // keys per block: one per th
 // pos_at: if not null, P is read from it (a CUDA graph's decode step; T = 1).
 __global__ void __launch_bounds__(kDWarps * 32) attention_split_kernel(
     float* part, const float* q, int64_t ldq, const float* kc, const float* vc, int P, int D, int cap, float scale,
-    int splits, const int32_t* pos_at) {
+    int splits, const int32_t* pos_at, int group) {
     if (pos_at) P = *pos_at;
     __shared__ float qs[kMaxD];
     __shared__ float wm[kDWarps], wl[kDWarps];
@@ -121,8 +121,8 @@ __global__ void __launch_bounds__(kDWarps * 32) attention_split_kernel(
     const int len = P + t + 1;  // keys visible to query t
     const int j = z * kChunk + warp * 32 + lane;
     const bool valid = j < len;
-    const float* kh = kc + int64_t(h) * cap * D;
-    const float* vh = vc + int64_t(h) * cap * D;
+    const float* kh = kc + int64_t(h / group) * cap * D;
+    const float* vh = vc + int64_t(h / group) * cap * D;
     float s = -INFINITY;
     if (valid) {
         const float* kr = kh + int64_t(j) * D;
@@ -198,14 +198,14 @@ __global__ void attention_combine_kernel(float* out, int64_t ldo, const float* p
 // ---- explicit steps
 
 __global__ void scores_kernel(float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P,
-                              int64_t H, int64_t D, int64_t cap, float scale) {
+                              int64_t H, int64_t D, int64_t cap, float scale, int64_t group) {
     const int64_t L = P + T;
     STAC_GRID_LOOP(i, H * T * L) {
         const int64_t j = i % L, t = (i / L) % T, h = i / (L * T);
         float s = 0.0f;
         if (j <= P + t) {
             const float* qr = q + t * ldq + h * D;
-            const float* kr = kc + (h * cap + j) * D;
+            const float* kr = kc + ((h / group) * cap + j) * D;
             float dot = 0.0f;
             for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
             s = dot * scale;
@@ -215,13 +215,13 @@ __global__ void scores_kernel(float* scores, const float* q, int64_t ldq, const 
 }
 
 __global__ void pv_kernel(float* out, int64_t ldo, const float* probs, const float* vc, int64_t T, int64_t P, int64_t H,
-                          int64_t D, int64_t cap) {
+                          int64_t D, int64_t cap, int64_t group) {
     const int64_t L = P + T, C = H * D;
     STAC_GRID_LOOP(i, T * C) {
         const int64_t t = i / C, c = i % C, h = c / D, d = c % D;
         const float* pr = probs + (h * T + t) * L;
         float acc = 0.0f;
-        for (int64_t j = 0; j < L; ++j) acc += pr[j] * vc[(h * cap + j) * D + d];
+        for (int64_t j = 0; j < L; ++j) acc += pr[j] * vc[((h / group) * cap + j) * D + d];
         out[t * ldo + c] = acc;
     }
 }
@@ -250,7 +250,10 @@ __global__ void softmax_causal_kernel(float* x, int64_t H, int64_t T, int64_t P)
 }  // namespace
 
 void attention(int dev, float* out, int64_t ldo, const float* q, int64_t ldq, const float* kc, const float* vc,
-               int64_t T, int64_t P, int64_t H, int64_t D, int64_t cap, float scale, AttentionKernel which) {
+               int64_t T, int64_t P, int64_t H, int64_t D, int64_t cap, float scale, AttentionKernel which,
+               int64_t group) {
+    if (group < 1 || H % group != 0)
+        throw Error("CUDA attention: " + std::to_string(H) + " query heads do not group by " + std::to_string(group));
     if (T == 0) return;
     if (D > kMaxHeadDim)
         throw Error("CUDA attention: head dimension " + std::to_string(D) + " exceeds " + std::to_string(kMaxHeadDim));
@@ -259,14 +262,14 @@ void attention(int dev, float* out, int64_t ldo, const float* q, int64_t ldq, co
     if (which == AttentionKernel::Prefill) {
         const dim3 grid(unsigned((T + kPQueries - 1) / kPQueries), unsigned(H));
         attention_prefill_kernel<<<grid, kPWarps * 32, 0, s>>>(out, ldo, q, ldq, kc, vc, int(T), int(P), int(D),
-                                                               int(cap), scale);
+                                                               int(cap), scale, int(group));
         STAC_CUDA_LAUNCHED("attention_prefill_kernel");
         return;
     }
     const int splits = int((P + T + kChunk - 1) / kChunk);
     Tensor part = temp(T * H * splits * (D + 2), DType::F32, dev);
     attention_split_kernel<<<dim3(unsigned(H), unsigned(T), unsigned(splits)), kDWarps * 32, 0, s>>>(
-        part.raw_data<float>(), q, ldq, kc, vc, int(P), int(D), int(cap), scale, splits, nullptr);
+        part.raw_data<float>(), q, ldq, kc, vc, int(P), int(D), int(cap), scale, splits, nullptr, int(group));
     STAC_CUDA_LAUNCHED("attention_split_kernel");
     attention_combine_kernel<<<dim3(unsigned(H), unsigned(T)), 128, 0, s>>>(out, ldo, part.raw_data<float>(), int(D),
                                                                            splits);
@@ -282,24 +285,24 @@ void attention_at(int dev, float* out, const float* q, const float* kc, const fl
     const int64_t C = H * D;
     Tensor part = temp(H * splits * (D + 2), DType::F32, dev);
     attention_split_kernel<<<dim3(unsigned(H), 1, unsigned(splits)), kDWarps * 32, 0, s>>>(
-        part.raw_data<float>(), q, 3 * C, kc, vc, 0, int(D), int(cap), scale, splits, step + 1);
+        part.raw_data<float>(), q, 3 * C, kc, vc, 0, int(D), int(cap), scale, splits, step + 1, 1);
     STAC_CUDA_LAUNCHED("attention_split_kernel (graph step)");
     attention_combine_kernel<<<dim3(unsigned(H), 1), 128, 0, s>>>(out, C, part.raw_data<float>(), int(D), splits);
     STAC_CUDA_LAUNCHED("attention_combine_kernel (graph step)");
 }
 
 void attention_scores(int dev, float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P,
-                      int64_t H, int64_t D, int64_t cap, float scale) {
+                      int64_t H, int64_t D, int64_t cap, float scale, int64_t group) {
     const int64_t n = H * T * (P + T);
     if (n == 0) return;
-    scores_kernel<<<blocks_for(n), kThreads, 0, cuda_stream(dev)>>>(scores, q, ldq, kc, T, P, H, D, cap, scale);
+    scores_kernel<<<blocks_for(n), kThreads, 0, cuda_stream(dev)>>>(scores, q, ldq, kc, T, P, H, D, cap, scale, group);
     STAC_CUDA_LAUNCHED("scores_kernel");
 }
 
 void attention_pv(int dev, float* out, int64_t ldo, const float* probs, const float* vc, int64_t T, int64_t P,
-                  int64_t H, int64_t D, int64_t cap) {
+                  int64_t H, int64_t D, int64_t cap, int64_t group) {
     if (T == 0) return;
-    pv_kernel<<<blocks_for(T * H * D), kThreads, 0, cuda_stream(dev)>>>(out, ldo, probs, vc, T, P, H, D, cap);
+    pv_kernel<<<blocks_for(T * H * D), kThreads, 0, cuda_stream(dev)>>>(out, ldo, probs, vc, T, P, H, D, cap, group);
     STAC_CUDA_LAUNCHED("pv_kernel");
 }
 

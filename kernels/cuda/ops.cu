@@ -72,7 +72,8 @@ __global__ void embedding_kernel(float* out, const int32_t* ids, int64_t T, int6
     if (pos_at) pos0 = *pos_at;
     STAC_GRID_LOOP(i, T * C) {
         const int64_t t = i / C, c = i % C;
-        out[i] = load_w(wte, int64_t(ids[t]) * C + c) + load_w(wpe, (pos0 + t) * C + c);
+        // No position table (Llama: positions enter through RoPE): the token embedding alone.
+        out[i] = load_w(wte, int64_t(ids[t]) * C + c) + (wpe ? load_w(wpe, (pos0 + t) * C + c) : 0.0f);
     }
 }
 
@@ -230,12 +231,64 @@ void kv_append_at(int dev, float* kc, float* vc, const float* qkv, const int32_t
 }
 
 void kv_append(int dev, float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D,
-               int64_t cap) {
+               int64_t cap, int64_t Hq) {
     if (T == 0) return;
-    const int64_t C = H * D;
-    kv_append_kernel<float><<<blocks_for(T * C), kThreads, 0, cuda_stream(dev)>>>(kc, vc, qkv + C, qkv + 2 * C, 3 * C, T,
-                                                                                  pos0, H, D, cap, nullptr);
+    if (Hq <= 0) Hq = H;
+    // qkv: [T, (Hq + 2H) D] with K at column Hq D and V at (Hq + H) D; the cache keeps the H key/value heads.
+    const int64_t C = H * D, Cq = Hq * D;
+    kv_append_kernel<float><<<blocks_for(T * C), kThreads, 0, cuda_stream(dev)>>>(kc, vc, qkv + Cq, qkv + Cq + C, Cq + 2 * C,
+                                                                                  T, pos0, H, D, cap, nullptr);
     STAC_CUDA_LAUNCHED("kv_append_kernel");
+}
+
+namespace {
+__global__ void rmsnorm_kernel(float* out, const float* x, const float* g, int64_t C, float eps) {
+    __shared__ float red[32];
+    const float* xr = x + int64_t(blockIdx.x) * C;
+    float* o = out + int64_t(blockIdx.x) * C;
+    float s = 0.0f;
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) s += xr[c] * xr[c];
+    const float inv = 1.0f / sqrtf(block_sum(s, red) / float(C) + eps);
+    for (int64_t c = threadIdx.x; c < C; c += blockDim.x) o[c] = g[c] * (xr[c] * inv);
+}
+
+__global__ void silu_gate_kernel(float* out, const float* gu, int64_t T, int64_t I) {
+    STAC_GRID_LOOP(i, T * I) {
+        const int64_t t = i / I, j = i % I;
+        out[i] = stac::silu_gate(gu[t * 2 * I + j], gu[t * 2 * I + I + j]);
+    }
+}
+
+// cs: [T, D/2, 2] = (cos, sin) of each row's angles, computed on the host as the CPU computes them.
+__global__ void rope_kernel(float* x, int64_t ldx, int64_t T, int64_t nh, int64_t D, const float* cs) {
+    const int64_t half = D / 2;
+    STAC_GRID_LOOP(k, T * nh * half) {
+        const int64_t t = k / (nh * half), h = (k / half) % nh, i = k % half;
+        float* r = x + t * ldx + h * D;
+        rope_rotate(r[i], r[half + i], cs[(t * half + i) * 2], cs[(t * half + i) * 2 + 1]);
+    }
+}
+}  // namespace
+
+void rmsnorm(int dev, float* out, const float* x, const float* g, int64_t T, int64_t C, float eps) {
+    if (T == 0) return;
+    rmsnorm_kernel<<<unsigned(T), kNormThreads, 0, cuda_stream(dev)>>>(out, x, g, C, eps);
+    STAC_CUDA_LAUNCHED("rmsnorm_kernel");
+}
+
+void silu_gate(int dev, float* out, const float* gu, int64_t T, int64_t I) {
+    if (T * I == 0) return;
+    silu_gate_kernel<<<blocks_for(T * I), kThreads, 0, cuda_stream(dev)>>>(out, gu, T, I);
+    STAC_CUDA_LAUNCHED("silu_gate_kernel");
+}
+
+void rope(int dev, float* x, int64_t ldx, int64_t T, int64_t nh, int64_t D, const float* host_cs) {
+    if (T == 0) return;
+    const int64_t n = T * (D / 2) * 2;
+    Tensor cs = temp(n, DType::F32, dev);
+    copy_bytes(cs.raw(), Device::cuda(dev), host_cs, Device::cpu(), size_t(n) * sizeof(float));
+    rope_kernel<<<blocks_for(T * nh * (D / 2)), kThreads, 0, cuda_stream(dev)>>>(x, ldx, T, nh, D, cs.raw_data<float>());
+    STAC_CUDA_LAUNCHED("rope_kernel");
 }
 
 namespace {

@@ -38,7 +38,13 @@ void embedding(int dev, float* out, const int32_t* host_ids, int64_t T, int64_t 
 // q, k, v: [T, C] = the column blocks of qkv: [T, 3C]
 void split_qkv(int dev, float* q, float* k, float* v, const float* qkv, int64_t T, int64_t Cq, int64_t Ckv);
 void kv_append(int dev, float* kc, float* vc, const float* qkv, int64_t T, int64_t pos0, int64_t H, int64_t D,
-               int64_t cap);
+               int64_t cap, int64_t Hq = 0);  // Hq query heads before K in qkv (0: H, no grouping)
+// Llama's ops: RMSNorm (one block per row), silu(gate) * up of gu: [T, 2I], and the rotary
+// embedding of nh heads of D at the start of each row of x (row stride ldx) with host_cs: [T, D/2, 2]
+// the (cos, sin) the CPU computes (kernels/math.h), so the rotation matches the CPU's.
+void rmsnorm(int dev, float* out, const float* x, const float* g, int64_t T, int64_t C, float eps);
+void silu_gate(int dev, float* out, const float* gu, int64_t T, int64_t I);
+void rope(int dev, float* x, int64_t ldx, int64_t T, int64_t nh, int64_t D, const float* host_cs);
 
 // Decode-step variants for CUDA graphs: the token id and its position come from device memory,
 // step = {id, pos} (I32), so one recorded graph serves every position. The caller checks them.
@@ -57,12 +63,14 @@ enum class AttentionKernel { Auto, Prefill, Decode };
 inline constexpr int64_t kMaxHeadDim = 128;
 void attention(int dev, float* out, int64_t ldo, const float* q, int64_t ldq, const float* kc, const float* vc,
                int64_t T, int64_t P, int64_t H, int64_t D, int64_t cap, float scale,
-               AttentionKernel which = AttentionKernel::Auto);
+               AttentionKernel which = AttentionKernel::Auto, int64_t group = 1);
+// group: query heads per key/value head (grouped-query attention; the caches hold H / group heads,
+// query head h reads cache head h / group), as on the CPU.
 // Explicit steps (spiking model, calibration): see cpu::attention_scores / attention_pv / softmax_causal.
 void attention_scores(int dev, float* scores, const float* q, int64_t ldq, const float* kc, int64_t T, int64_t P,
-                      int64_t H, int64_t D, int64_t cap, float scale);
+                      int64_t H, int64_t D, int64_t cap, float scale, int64_t group = 1);
 void attention_pv(int dev, float* out, int64_t ldo, const float* probs, const float* vc, int64_t T, int64_t P,
-                  int64_t H, int64_t D, int64_t cap);
+                  int64_t H, int64_t D, int64_t cap, int64_t group = 1);
 void softmax_causal(int dev, float* x, int64_t H, int64_t T, int64_t P);
 
 // values[R, k], indices[R, k] (device) = the k largest logits of each row of logits[R, V], largest
