@@ -111,7 +111,7 @@ TEST_CASE("snn-smollm2: the spiking SmolLM2-135M-Instruct equals its QANN bit fo
     CHECK(ev.qann->perplexity() < 1.5 * ev.ann.perplexity());
 }
 
-TEST_CASE("snn-smollm2: in a chat the token-scaled SNN keeps the float model's predictions, static thresholds lose them" *
+TEST_CASE("snn-smollm2: in a chat the token-scaled SNN keeps the float predictions - static thresholds lose them" *
           doctest::test_suite("long")) {
     const auto dir = smollm2_dir();
     if (!std::filesystem::exists(dir / "reference.json")) {
