@@ -48,7 +48,7 @@ say "bench_gpu"
 timeout "$(lim 90)" "$build/bench_gpu" > "$out/bench_gpu.json" 2> "$out/bench_gpu.log" \
   && say "bench_gpu done" || { status=1; say "bench_gpu FAILED (see bench_gpu.log)"; }
 cat "$out/bench_gpu.log" | tee -a "$out/summary.txt"
-say "stac on the GPU (bundled model): generate, chat, eval of a simplified SNN"
+say "stac on the GPU (bundled model): generate, chat, eval of a simplified SNN; a Llama fixture: generate"
 cli_ok=1
 step() { echo "\$ $*"; "$@" || { echo "FAILED ($?): $*"; cli_ok=0; }; }
 {
@@ -67,6 +67,13 @@ step() { echo "\$ $*"; "$@" || { echo "FAILED ($?): $*"; cli_ok=0; }; }
   step timeout "$(lim 60)" "$stac" convert --out "$tmp/snn" --simplified --quiet
   step timeout "$(lim 90)" "$stac" eval --model "$tmp/snn" --device cuda --max-tokens 512 --window 128 --quiet
   step timeout "$(lim 90)" "$stac" eval --model "$tmp/snn" --device cuda --schedule streaming --max-tokens 256 --window 128 --quiet
+  echo "== a Llama fixture (GQA 6:2, tied) greedy on the GPU vs the CPU"
+  llama=tests/fixtures/llama/tiny-gqa-tied-f32
+  g=$(timeout "$(lim 30)" "$stac" generate --model "$llama" --device cuda --ids 1,2,3,4 --max-new-tokens 12 --temperature 0 --json) || cli_ok=0
+  c=$(timeout "$(lim 30)" "$stac" generate --model "$llama" --device cpu --ids 1,2,3,4 --max-new-tokens 12 --temperature 0 --json) || cli_ok=0
+  echo "gpu: $g"; echo "cpu: $c"
+  if [ -n "$g" ] && [ "$(echo "$g" | ids)" = "$(echo "$c" | ids)" ]; then echo "greedy continuations identical"
+  else echo "greedy continuations DIFFER"; cli_ok=0; fi
   rm -rf "$tmp"
 } > "$out/cli.log" 2>&1
 if [ "$cli_ok" = 1 ]; then say "stac on the GPU ran (see cli.log)"; else status=1; say "stac on the GPU FAILED (see cli.log)"; fi
