@@ -68,7 +68,7 @@ step() { echo "\$ $*"; "$@" || { echo "FAILED ($?): $*"; cli_ok=0; }; }
   step timeout "$(lim 90)" "$stac" eval --model "$tmp/snn" --device cuda --max-tokens 512 --window 128 --quiet
   step timeout "$(lim 90)" "$stac" eval --model "$tmp/snn" --device cuda --schedule streaming --max-tokens 256 --window 128 --quiet
   echo "== a Llama fixture (GQA 6:2, tied) greedy on the GPU vs the CPU"
-  llama=tests/fixtures/llama/tiny-gqa-tied-f32
+  llama="$root/tests/fixtures/llama/tiny-gqa-tied-f32"
   g=$(timeout "$(lim 30)" "$stac" generate --model "$llama" --device cuda --ids 1,2,3,4 --max-new-tokens 12 --temperature 0 --json) || cli_ok=0
   c=$(timeout "$(lim 30)" "$stac" generate --model "$llama" --device cpu --ids 1,2,3,4 --max-new-tokens 12 --temperature 0 --json) || cli_ok=0
   echo "gpu: $g"; echo "cpu: $c"
