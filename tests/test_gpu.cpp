@@ -213,49 +213,15 @@ TEST_SUITE("gpu") {
         CHECK(same_bytes(vg, vc));
     }
 
-    TEST_CASE("gpu: attention (prefill and split-cache decode kernels) matches the CPU") {
+    TEST_CASE("gpu: attention (prefill and split-cache decode kernels, MHA and grouped-query) matches the CPU") {
         STAC_REQUIRE_GPU();
-        struct Case { int64_t T, P, H, D, cap; };
-        for (const Case c : {Case{1, 0, 2, 64, 8}, Case{1, 700, 12, 64, 1024}, Case{5, 3, 2, 64, 16},
-                             Case{40, 0, 3, 64, 64}, Case{17, 130, 2, 128, 200}, Case{9, 20, 4, 24, 40},
-                             Case{3, 257, 1, 40, 300}}) {
-            CAPTURE(c.T); CAPTURE(c.P); CAPTURE(c.H); CAPTURE(c.D);
-            const int64_t C = c.H * c.D, L = c.P + c.T;
-            const Tensor qkv = rnd({c.T, 3 * C}, 20, 0.5f);
-            Tensor kc = rnd({c.H, c.cap, c.D}, 21), vc = rnd({c.H, c.cap, c.D}, 22);
-            kernels::kv_append(kc, vc, qkv, c.P);
-            const Tensor qg = gpu(qkv), kg = gpu(kc), vg = gpu(vc);
-            Tensor want = Tensor::empty({c.T, C}, DType::F32), got = Tensor::empty({c.T, C}, DType::F32, kGpu);
-            Tensor scratch = Tensor::empty({c.T * L}, DType::F32);
-            const float scale = 1.0f / std::sqrt(float(c.D));
-            kernels::attention(want, qkv, kc, vc, c.P, scale, scratch);
-            kernels::attention(got, qg, kg, vg, c.P, scale, Tensor());
-            CHECK(rel_diff(got, want) < 2e-5f);
-#ifdef STAC_WITH_CUDA
-            for (auto which : {cuda::AttentionKernel::Prefill, cuda::AttentionKernel::Decode}) {
-                Tensor g2 = Tensor::empty({c.T, C}, DType::F32, kGpu);
-                cuda::attention(0, g2.raw_data<float>(), C, qg.raw_data<float>(), 3 * C, kg.raw_data<float>(),
-                                vg.raw_data<float>(), c.T, c.P, c.H, c.D, c.cap, scale, which);
-                CHECK(rel_diff(g2, want) < 2e-5f);
-            }
-#endif
-            // The explicit steps.
-            Tensor sw = Tensor::empty({c.H, c.T, L}, DType::F32), sg = Tensor::empty({c.H, c.T, L}, DType::F32, kGpu);
-            kernels::attention_scores(sw, qkv, kc, c.P, scale), kernels::attention_scores(sg, qg, kg, c.P, scale);
-            CHECK(rel_diff(sg, sw) < 1e-5f);
-            kernels::softmax_causal(sw, c.P), kernels::softmax_causal(sg, c.P);
-            CHECK(rel_diff(sg, sw) < 1e-5f);
-            kernels::attention_pv(want, sw, vc, c.P), kernels::attention_pv(got, sg, vg, c.P);
-            CHECK(rel_diff(got, want) < 2e-5f);
-        }
-    }
-
-    TEST_CASE("gpu: grouped-query attention (G key/value heads) and the Llama ops match the CPU") {
-        STAC_REQUIRE_GPU();
-        // Grouped-query attention: H query heads over G cached heads, both kernels and the explicit steps.
+        // H query heads over G cached heads (G = H: GPT-2; G < H: grouped-query attention), both
+        // kernels and the explicit steps; the cache appended on each side.
         struct Case { int64_t T, P, H, G, D, cap; };
-        for (const Case c : {Case{1, 0, 6, 2, 64, 8}, Case{1, 300, 9, 3, 64, 512}, Case{37, 0, 9, 3, 64, 64},
-                             Case{12, 30, 8, 2, 32, 50}, Case{5, 129, 4, 1, 128, 160}}) {
+        for (const Case c : {Case{1, 0, 2, 2, 64, 8}, Case{1, 700, 12, 12, 64, 1024}, Case{5, 3, 2, 2, 64, 16},
+                             Case{40, 0, 3, 3, 64, 64}, Case{17, 130, 2, 2, 128, 200}, Case{9, 20, 4, 4, 24, 40},
+                             Case{3, 257, 1, 1, 40, 300}, Case{1, 0, 6, 2, 64, 8}, Case{1, 300, 9, 3, 64, 512},
+                             Case{37, 0, 9, 3, 64, 64}, Case{12, 30, 8, 2, 32, 50}, Case{5, 129, 4, 1, 128, 160}}) {
             CAPTURE(c.T); CAPTURE(c.P); CAPTURE(c.H); CAPTURE(c.G); CAPTURE(c.D);
             const int64_t W = (c.H + 2 * c.G) * c.D, Cq = c.H * c.D, L = c.P + c.T;
             const Tensor qkv = rnd({c.T, W}, 30, 0.5f);
@@ -283,9 +249,14 @@ TEST_SUITE("gpu") {
             kernels::attention_scores(sw, qkv, kc, c.P, scale), kernels::attention_scores(sg, qg, kg, c.P, scale);
             CHECK(rel_diff(sg, sw) < 1e-5f);
             kernels::softmax_causal(sw, c.P), kernels::softmax_causal(sg, c.P);
+            CHECK(rel_diff(sg, sw) < 1e-5f);
             kernels::attention_pv(want, sw, vc, c.P), kernels::attention_pv(got, sg, vg, c.P);
             CHECK(rel_diff(got, want) < 2e-5f);
         }
+    }
+
+    TEST_CASE("gpu: the Llama ops (RMSNorm, the SiLU gate, RoPE) match the CPU") {
+        STAC_REQUIRE_GPU();
         // RMSNorm (rows wider and narrower than a block), silu(gate) * up, RoPE at large positions.
         for (int64_t C : {576, 100, 2049}) {
             CAPTURE(C);
