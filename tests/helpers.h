@@ -3,12 +3,14 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "core/json_file.h"
 #include "core/safetensors.h"
 #include "models/gpt2.h"
+#include "models/language_model.h"
 
 namespace stac::test {
 
@@ -164,4 +167,47 @@ inline void make_text_model(const std::filesystem::path& dir) {
         std::filesystem::copy_file(repo_root() / "models" / "gpt2-tokenizer" / f, dir / f);
 }
 
+// The real SmolLM2-135M-Instruct directory of tools/reference/make_smollm2_dir.py (long tests):
+// $STAC_SMOLLM2_DIR, else build-smollm2/SmolLM2-135M-Instruct of this tree.
+inline std::filesystem::path smollm2_dir() {
+    if (const char* e = std::getenv("STAC_SMOLLM2_DIR"); e && *e) return e;
+    return repo_root() / "build-smollm2" / "SmolLM2-135M-Instruct";
+}
+
+// n samples of len random token ids below vocab (one generator, seeded once).
+inline std::vector<std::vector<int32_t>> random_token_samples(int n, int len, int64_t vocab, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<std::vector<int32_t>> out(static_cast<size_t>(n));
+    for (auto& s : out)
+        for (int i = 0; i < len; ++i) s.push_back(int32_t(rng() % uint64_t(vocab)));
+    return out;
+}
+
+// All-position logits [T * V] of `m` over ids from an empty cache: one batched pass (chunk 0), or
+// chunks of `chunk` tokens through the cache.
+inline std::vector<float> chunked_logits(const LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk = 0) {
+    const int64_t T = int64_t(ids.size()), V = m.info().vocab_size;
+    std::vector<float> out(size_t(T * V));
+    auto st = m.new_state();
+    if (chunk == 0) chunk = T;
+    for (int64_t t = 0; t < T; t += chunk) {
+        const int64_t n = std::min(chunk, T - t);
+        Tensor lg = Tensor::view_of(out.data() + t * V, {n, V}, DType::F32, Device::cpu(), nullptr);
+        m.forward(std::span<const int32_t>(ids).subspan(size_t(t), size_t(n)), *st, LogitRows::All, lg);
+    }
+    return out;
+}
+
 }  // namespace stac::test
+
+// In a TEST_CASE: skips it, saying so, when the SmolLM2 directory is absent (exit 77 under CTest:
+// reported as Skipped).
+#define STAC_REQUIRE_SMOLLM2()                                                                                      \
+    do {                                                                                                            \
+        if (!std::filesystem::exists(stac::test::smollm2_dir() / "reference.json")) {                              \
+            MESSAGE("SKIPPED: no " << stac::test::smollm2_dir().string()                                            \
+                                   << " (make it with tools/reference/make_smollm2_dir.py)");                        \
+            if (const char* e = std::getenv("STAC_CTEST"); e && e[0] == '1') std::_Exit(77);                        \
+            return;                                                                                                 \
+        }                                                                                                           \
+    } while (0)

@@ -17,20 +17,6 @@ using namespace stac::test;
 
 namespace {
 
-std::filesystem::path smollm2_dir() {
-    if (const char* e = std::getenv("STAC_SMOLLM2_DIR"); e && *e) return e;
-    return repo_root() / "build-smollm2" / "SmolLM2-135M-Instruct";
-}
-
-#define STAC_REQUIRE_SMOLLM2()                                                                                    \
-    do {                                                                                                          \
-        if (!std::filesystem::exists(smollm2_dir() / "reference.json")) {                                         \
-            MESSAGE("SKIPPED: no " << smollm2_dir().string() << " (make it with tools/reference/make_smollm2_dir.py)"); \
-            if (const char* e = std::getenv("STAC_CTEST"); e && e[0] == '1') std::_Exit(77);                      \
-            return;                                                                                               \
-        }                                                                                                         \
-    } while (0)
-
 }  // namespace
 
 TEST_CASE("smollm2: logits match transformers on the dequantized SmolLM2-135M-Instruct - GGUF loads the same" *

@@ -15,28 +15,6 @@ namespace {
 
 std::shared_ptr<const Gpt2Model> load_base(const char* name) { return Gpt2Model::load(gpt2_fixture(name)); }
 
-std::vector<std::vector<int32_t>> random_samples(int n, int len, int vocab, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::vector<std::vector<int32_t>> out(static_cast<size_t>(n));
-    for (auto& s : out)
-        for (int i = 0; i < len; ++i) s.push_back(int32_t(rng() % uint64_t(vocab)));
-    return out;
-}
-
-// All-position logits of `m` over ids (one batched pass, or chunks of `chunk` through the cache).
-std::vector<float> run(const LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk = 0) {
-    const int64_t T = int64_t(ids.size()), V = m.info().vocab_size;
-    std::vector<float> out(size_t(T * V));
-    auto st = m.new_state();
-    if (chunk == 0) chunk = T;
-    for (int64_t t = 0; t < T; t += chunk) {
-        const int64_t n = std::min(chunk, T - t);
-        Tensor lg = Tensor::view_of(out.data() + t * V, {n, V}, DType::F32, Device::cpu(), nullptr);
-        m.forward(std::span<const int32_t>(ids).subspan(size_t(t), size_t(n)), *st, LogitRows::All, lg);
-    }
-    return out;
-}
-
 }  // namespace
 
 TEST_CASE("snn: float mode reproduces the GPT-2 forward") {
@@ -47,8 +25,8 @@ TEST_CASE("snn: float mode reproduces the GPT-2 forward") {
         o.sites = SiteSet::none();
         o.simplified = true;
         SpikingGpt2 f(base, simplified_spec(*base, o), {RunMode::Float, Schedule::LayerWise, SpikePath::Count, 1});
-        const auto ids = random_samples(1, 20, int(base->config().vocab_size), 5)[0];
-        const auto a = run(*base, ids), b = run(f, ids);
+        const auto ids = random_token_samples(1, 20, int(base->config().vocab_size), 5)[0];
+        const auto a = chunked_logits(*base, ids), b = chunked_logits(f, ids);
         CHECK(max_abs_diff(a.data(), b.data(), a.size()) <= 1e-5f);
     }
 }
@@ -81,24 +59,24 @@ TEST_CASE("snn: layer-wise SNN equals the QANN bit for bit on both paths") {
         o.simplified = c.simplified;
         o.token_scale = c.token_scale;
         o.progress = false;
-        const SnnSpec spec = c.simplified ? simplified_spec(*base, o) : convert_model_on(base, random_samples(6, 24, V, 1), o);
+        const SnnSpec spec = c.simplified ? simplified_spec(*base, o) : convert_model_on(base, random_token_samples(6, 24, V, 1), o);
         CHECK(spec.token_scale == c.token_scale);
         SpikingGpt2 qann(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, c.S});
         SpikingGpt2 count(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Count, c.S});
         SpikingGpt2 spike(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, c.S});
-        const auto ids = random_samples(1, 21, V, 9)[0];
-        const auto q = run(qann, ids), n = run(count, ids), s = run(spike, ids);
+        const auto ids = random_token_samples(1, 21, V, 9)[0];
+        const auto q = chunked_logits(qann, ids), n = chunked_logits(count, ids), s = chunked_logits(spike, ids);
         CHECK(max_abs_diff(q.data(), n.data(), q.size()) == 0.0f);
         CHECK(max_abs_diff(q.data(), s.data(), q.size()) == 0.0f);
         // The same through the KV cache: SNN and QANN fed the same chunks agree bit for bit; against
         // the batched pass only float rounding of the dense ops (GEMM blocking changes with T) differs.
-        const auto s4 = run(spike, ids, 4), q4 = run(qann, ids, 4), n1 = run(count, ids, 1), q1 = run(qann, ids, 1);
+        const auto s4 = chunked_logits(spike, ids, 4), q4 = chunked_logits(qann, ids, 4), n1 = chunked_logits(count, ids, 1), q1 = chunked_logits(qann, ids, 1);
         CHECK(max_abs_diff(q4.data(), s4.data(), q.size()) == 0.0f);
         CHECK(max_abs_diff(q1.data(), n1.data(), q.size()) == 0.0f);
         CHECK(max_abs_diff(q.data(), s4.data(), q.size()) <= 1e-4f);
         CHECK(max_abs_diff(q.data(), n1.data(), q.size()) <= 1e-4f);
         // And it is not the float network: quantization changes the logits.
-        const auto f = run(*base, ids);
+        const auto f = chunked_logits(*base, ids);
         CHECK(max_abs_diff(q.data(), f.data(), q.size()) > 1e-4f);
         // The spikes are real, and both paths fired the same number of them.
         CHECK(count.stats().total_spikes() > 0);
@@ -117,10 +95,10 @@ TEST_CASE("snn: the streaming schedule approaches the QANN as S grows") {
     ConvertOptions o;
     o.levels = 8;
     o.progress = false;
-    const SnnSpec spec = convert_model_on(base, random_samples(6, 24, V, 3), o);
+    const SnnSpec spec = convert_model_on(base, random_token_samples(6, 24, V, 3), o);
     SpikingGpt2 qann(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 8});
-    const auto ids = random_samples(1, 12, V, 4)[0];
-    const auto q = run(qann, ids);
+    const auto ids = random_token_samples(1, 12, V, 4)[0];
+    const auto q = chunked_logits(qann, ids);
     auto agreement = [&](const std::vector<float>& a) {
         int same = 0;
         for (size_t t = 0; t < ids.size(); ++t) {
@@ -134,7 +112,7 @@ TEST_CASE("snn: the streaming schedule approaches the QANN as S grows") {
     double last_agreement = 0;
     for (int S : {8, 32, 128, 512, 2048}) {
         SpikingGpt2 stream(base, spec, {RunMode::Snn, Schedule::Streaming, SpikePath::Spike, S});
-        const auto s = run(stream, ids);
+        const auto s = chunked_logits(stream, ids);
         last = max_abs_diff(s.data(), q.data(), q.size());
         if (first < 0) first = last;
         last_agreement = agreement(s);
@@ -144,7 +122,7 @@ TEST_CASE("snn: the streaming schedule approaches the QANN as S grows") {
             // The layer-wise neurons fire exactly |count| times; streaming ones fire more, because
             // spikes sent before the input was complete are undone by spikes of the other sign.
             SpikingGpt2 lw(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Count, S});
-            run(lw, ids);
+            chunked_logits(lw, ids);
             CHECK(stream.stats().total_spikes() > lw.stats().total_spikes());
         }
     }

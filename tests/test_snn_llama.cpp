@@ -28,31 +28,9 @@ const char* kFixtures[] = {"tiny-gqa-tied-f32", "tiny-mha-untied-f32", "tiny-gqa
 fs::path llama_dir(const std::string& name) { return fixtures() / "llama" / name; }
 std::shared_ptr<const LanguageModel> load_llama(const std::string& name) { return LlamaModel::load(llama_dir(name)); }
 
-std::vector<std::vector<int32_t>> random_samples(int n, int len, int64_t vocab, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::vector<std::vector<int32_t>> out(static_cast<size_t>(n));
-    for (auto& s : out)
-        for (int i = 0; i < len; ++i) s.push_back(int32_t(rng() % uint64_t(vocab)));
-    return out;
-}
-
-// All-position logits of `m` over ids: one batched pass, or chunks of `chunk` tokens through the cache.
-std::vector<float> run(const LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk = 0) {
-    const int64_t T = int64_t(ids.size()), V = m.info().vocab_size;
-    std::vector<float> out(size_t(T * V));
-    auto st = m.new_state();
-    if (chunk == 0) chunk = T;
-    for (int64_t t = 0; t < T; t += chunk) {
-        const int64_t n = std::min(chunk, T - t);
-        Tensor lg = Tensor::view_of(out.data() + t * V, {n, V}, DType::F32, Device::cpu(), nullptr);
-        m.forward(std::span<const int32_t>(ids).subspan(size_t(t), size_t(n)), *st, LogitRows::All, lg);
-    }
-    return out;
-}
-
 SnnSpec calibrated(const std::shared_ptr<const LanguageModel>& base, ConvertOptions o, uint64_t seed) {
     o.progress = false;
-    return convert_model_on(base, random_samples(6, 24, base->info().vocab_size, seed), o);
+    return convert_model_on(base, random_token_samples(6, 24, base->info().vocab_size, seed), o);
 }
 
 std::string error_of(const std::function<void()>& f) {
@@ -110,12 +88,12 @@ TEST_CASE("snn-llama: float mode reproduces the Llama forward") {
         ConvertOptions o;
         o.sites = SiteSet::none();
         const auto f = make_spiking_model(base, calibrated(base, o, 2), {RunMode::Float, Schedule::LayerWise, SpikePath::Count, 1});
-        const auto ids = random_samples(1, 20, base->info().vocab_size, 5)[0];
-        const auto a = run(*base, ids), b = run(*f, ids);
+        const auto ids = random_token_samples(1, 20, base->info().vocab_size, 5)[0];
+        const auto a = chunked_logits(*base, ids), b = chunked_logits(*f, ids);
         CHECK(max_abs_diff(a.data(), b.data(), a.size()) <= 1e-5f);
         // With no site spiking, the QANN and the SNN are the float model too.
         const auto q = make_spiking_model(base, f->spec(), {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 8});
-        const auto qa = run(*q, ids);
+        const auto qa = chunked_logits(*q, ids);
         CHECK(max_abs_diff(a.data(), qa.data(), a.size()) <= 1e-5f);
     }
 }
@@ -152,19 +130,19 @@ TEST_CASE("snn-llama: layer-wise SNN equals the QANN bit for bit on both paths, 
         const auto qann = make_spiking_model(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, c.S});
         const auto count = make_spiking_model(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Count, c.S});
         const auto spike = make_spiking_model(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, c.S});
-        const auto ids = random_samples(1, 21, V, 9)[0];
-        const auto q = run(*qann, ids), n = run(*count, ids), s = run(*spike, ids);
+        const auto ids = random_token_samples(1, 21, V, 9)[0];
+        const auto q = chunked_logits(*qann, ids), n = chunked_logits(*count, ids), s = chunked_logits(*spike, ids);
         CHECK(max_abs_diff(q.data(), n.data(), q.size()) == 0.0f);
         CHECK(max_abs_diff(q.data(), s.data(), q.size()) == 0.0f);
         // Through the cache of key/value-head counts: SNN and QANN fed the same chunks agree bit for
         // bit; against the batched pass only float rounding of the dense ops differs.
-        const auto s4 = run(*spike, ids, 4), q4 = run(*qann, ids, 4), n1 = run(*count, ids, 1), q1 = run(*qann, ids, 1);
+        const auto s4 = chunked_logits(*spike, ids, 4), q4 = chunked_logits(*qann, ids, 4), n1 = chunked_logits(*count, ids, 1), q1 = chunked_logits(*qann, ids, 1);
         CHECK(max_abs_diff(q4.data(), s4.data(), q.size()) == 0.0f);
         CHECK(max_abs_diff(q1.data(), n1.data(), q.size()) == 0.0f);
         CHECK(max_abs_diff(q.data(), s4.data(), q.size()) <= 1e-4f);
         CHECK(max_abs_diff(q.data(), n1.data(), q.size()) <= 1e-4f);
         // It is not the float network: quantization changes the logits.
-        const auto f = run(*base, ids);
+        const auto f = chunked_logits(*base, ids);
         CHECK(max_abs_diff(q.data(), f.data(), q.size()) > 1e-4f);
         // The spikes are real, both paths fired the same number, and telemetry is counted.
         CHECK(count->stats().total_spikes() > 0);
@@ -197,10 +175,10 @@ TEST_CASE("snn-llama: GQA keeps only the key/value heads in the count cache - S 
         for (int64_t d = 1; d < 8; ++d) CHECK(spec.site(0, SiteKind::K).clip[size_t(h * 8 + d)] == spec.site(0, SiteKind::K).clip[size_t(h * 8)]);
     // At S < L the count cannot reach the top levels: the SNN differs from its QANN (what
     // calibrate_timesteps warns about), while S >= L stays exact.
-    const auto ids = random_samples(1, 16, base->info().vocab_size, 6)[0];
-    const auto q = run(*make_spiking_model(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 8}), ids);
-    const auto s3 = run(*make_spiking_model(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, 3}), ids);
-    const auto s20 = run(*make_spiking_model(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, 20}), ids);
+    const auto ids = random_token_samples(1, 16, base->info().vocab_size, 6)[0];
+    const auto q = chunked_logits(*make_spiking_model(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 8}), ids);
+    const auto s3 = chunked_logits(*make_spiking_model(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, 3}), ids);
+    const auto s20 = chunked_logits(*make_spiking_model(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, 20}), ids);
     CHECK(max_abs_diff(q.data(), s3.data(), q.size()) > 0.0f);
     CHECK(max_abs_diff(q.data(), s20.data(), q.size()) == 0.0f);
 }
@@ -212,11 +190,11 @@ TEST_CASE("snn-llama: multi-turn conversation through TemporalSpikeProcessor equ
     const SnnSpec spec = calibrated(base, o, 8);
     std::shared_ptr<const SpikingModel> snn = make_spiking_model(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, 8});
     const auto qann = make_spiking_model(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 8});
-    const auto turns = random_samples(3, 7, base->info().vocab_size, 12);
+    const auto turns = random_token_samples(3, 7, base->info().vocab_size, 12);
     std::vector<int32_t> all;
     for (const auto& t : turns) all.insert(all.end(), t.begin(), t.end());
     const int64_t V = base->info().vocab_size;
-    const auto one_shot = run(*snn, all), q_one = run(*qann, all);
+    const auto one_shot = chunked_logits(*snn, all), q_one = chunked_logits(*qann, all);
     CHECK(max_abs_diff(one_shot.data(), q_one.data(), one_shot.size()) == 0.0f);
 
     TemporalSpikeProcessor tsp(snn);
@@ -261,9 +239,9 @@ TEST_CASE("snn-llama: save -> load round-trips the spec and the logits (single f
         CHECK(l.spec.architecture == "llama");
         CHECK(l.spec.sites == spec.sites);
         CHECK(l.spec.site(1, SiteKind::K).scale == spec.site(1, SiteKind::K).scale);
-        const auto ids = random_samples(1, 12, base->info().vocab_size, 4)[0];
+        const auto ids = random_token_samples(1, 12, base->info().vocab_size, 4)[0];
         const RunOptions r{RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, 8};
-        const auto mem = run(*make_spiking_model(base, spec, r), ids), disk = run(*l.make(r), ids);
+        const auto mem = chunked_logits(*make_spiking_model(base, spec, r), ids), disk = chunked_logits(*l.make(r), ids);
         CHECK(max_abs_diff(mem.data(), disk.data(), mem.size()) == 0.0f);
 
         // The weights it was converted from are checked: a changed shard / file is refused by name.
@@ -298,7 +276,7 @@ TEST_CASE("snn-llama: save -> load round-trips the spec and the logits (single f
         write_json_file(out / "snn_config.json", j);
         const LoadedSnn old = load_snn_model(out);
         CHECK_FALSE(old.spec.token_scale);
-        const auto stat = run(*old.make(r), ids);
+        const auto stat = chunked_logits(*old.make(r), ids);
         CHECK(max_abs_diff(mem.data(), stat.data(), mem.size()) > 0.0f);
         j["token_scale"] = "yes";
         write_json_file(out / "snn_config.json", j);
@@ -311,7 +289,7 @@ TEST_CASE("snn-llama: what is not built for Llama is refused by name") {
     ConvertOptions o;
     o.progress = false;
     const SnnSpec spec = calibrated(base, o, 5);
-    const auto data = random_samples(2, 8, base->info().vocab_size, 1);
+    const auto data = random_token_samples(2, 8, base->info().vocab_size, 1);
     CHECK(contains(error_of([&] { make_spiking_model(base, spec, {RunMode::Snn, Schedule::Streaming, SpikePath::Spike, 8}); }),
                    "streaming schedule is not built for Llama"));
     ConvertOptions s = o;

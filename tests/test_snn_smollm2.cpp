@@ -22,19 +22,6 @@ using namespace stac::test;
 
 namespace {
 
-std::filesystem::path smollm2_dir() {
-    if (const char* e = std::getenv("STAC_SMOLLM2_DIR"); e && *e) return e;
-    return repo_root() / "build-smollm2" / "SmolLM2-135M-Instruct";
-}
-
-// Whether the directory is there; if not, says so and skips (exit 77 under CTest: "Skipped").
-bool have_smollm2(const std::filesystem::path& dir) {
-    if (std::filesystem::exists(dir / "reference.json")) return true;
-    MESSAGE("SKIPPED: no " << dir.string() << " (make it with tools/reference/make_smollm2_dir.py)");
-    if (const char* e = std::getenv("STAC_CTEST"); e && e[0] == '1') std::_Exit(77);
-    return false;
-}
-
 std::vector<float> logits_of(const LanguageModel& m, const std::vector<int32_t>& ids, int64_t first_chunk = 0) {
     const int64_t T = int64_t(ids.size()), V = m.info().vocab_size;
     std::vector<float> out(size_t(T * V));
@@ -53,8 +40,8 @@ std::vector<float> logits_of(const LanguageModel& m, const std::vector<int32_t>&
 
 TEST_CASE("snn-smollm2: the spiking SmolLM2-135M-Instruct equals its QANN bit for bit - fidelity on held-out text" *
           doctest::test_suite("long")) {
+    STAC_REQUIRE_SMOLLM2();
     const auto dir = smollm2_dir();
-    if (!have_smollm2(dir)) return;
     const std::shared_ptr<const LanguageModel> base = load_language_model(dir);
     const auto tok = load_tokenizer(dir);
     REQUIRE(tok);
@@ -117,8 +104,8 @@ TEST_CASE("snn-smollm2: the spiking SmolLM2-135M-Instruct equals its QANN bit fo
 
 TEST_CASE("snn-smollm2: in a chat the token-scaled SNN keeps the float predictions - static thresholds lose them" *
           doctest::test_suite("long")) {
+    STAC_REQUIRE_SMOLLM2();
     const auto dir = smollm2_dir();
-    if (!have_smollm2(dir)) return;
     const std::shared_ptr<const LanguageModel> base = load_language_model(dir);
     const auto tok = load_tokenizer(dir);
     REQUIRE(tok);
