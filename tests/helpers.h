@@ -56,7 +56,7 @@ inline void copy_model(const std::filesystem::path& src, const std::filesystem::
         std::filesystem::copy_file(src / f, dst / f, std::filesystem::copy_options::overwrite_existing);
 }
 
-// One recorded case of tools/reference/make_gpt2_fixtures.py: ids, transformers' logits [T, V]
+// One recorded case of scripts/reference/make_gpt2_fixtures.py: ids, transformers' logits [T, V]
 // of one batched forward, and its greedy continuation.
 struct ReferenceCase {
     std::vector<int32_t> ids;
@@ -167,7 +167,7 @@ inline void make_text_model(const std::filesystem::path& dir) {
         std::filesystem::copy_file(repo_root() / "models" / "gpt2-tokenizer" / f, dir / f);
 }
 
-// The real SmolLM2-135M-Instruct directory of tools/reference/make_smollm2_dir.py (long tests):
+// The real SmolLM2-135M-Instruct directory of scripts/reference/make_smollm2_dir.py (long tests):
 // $STAC_SMOLLM2_DIR, else build-smollm2/SmolLM2-135M-Instruct of this tree.
 inline std::filesystem::path smollm2_dir() {
     if (const char* e = std::getenv("STAC_SMOLLM2_DIR"); e && *e) return e;
@@ -206,7 +206,7 @@ inline std::vector<float> chunked_logits(const LanguageModel& m, const std::vect
     do {                                                                                                            \
         if (!std::filesystem::exists(stac::test::smollm2_dir() / "reference.json")) {                              \
             MESSAGE("SKIPPED: no " << stac::test::smollm2_dir().string()                                            \
-                                   << " (make it with tools/reference/make_smollm2_dir.py)");                        \
+                                   << " (make it with scripts/reference/make_smollm2_dir.py)");                        \
             if (const char* e = std::getenv("STAC_CTEST"); e && e[0] == '1') std::_Exit(77);                        \
             return;                                                                                                 \
         }                                                                                                           \

@@ -1,6 +1,6 @@
 // Golden tests on the bundled model (models/bundled/): fixed prompts give transformers' greedy
 // continuations, and stac's held-out perplexity equals the training script's figure
-// (tests/fixtures/bundled/golden.json, written by tools/train_bundled_model.py).
+// (tests/fixtures/bundled/golden.json, written by scripts/bundled/train_bundled_model.py).
 #include <doctest/doctest.h>
 
 #include <cmath>

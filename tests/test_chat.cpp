@@ -1,5 +1,5 @@
 // Chat template tests: ChatML ids token by token against transformers' apply_chat_template with
-// SmolLM2-Instruct's template (fixture from tools/reference/make_hf_tokenizer_fixtures.py), the
+// SmolLM2-Instruct's template (fixture from scripts/reference/make_hf_tokenizer_fixtures.py), the
 // format choice, and a ChatML ChatSession whose cache holds exactly the template's ids.
 #include <doctest/doctest.h>
 

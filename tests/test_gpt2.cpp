@@ -1,5 +1,5 @@
 // GPT-2: config.json checks, weight loading (every published layout), and forward parity with
-// Hugging Face transformers (fixtures from tools/reference/make_gpt2_fixtures.py).
+// Hugging Face transformers (fixtures from scripts/reference/make_gpt2_fixtures.py).
 #include <doctest/doctest.h>
 
 #include <fstream>

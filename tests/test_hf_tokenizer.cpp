@@ -1,5 +1,5 @@
 // Hugging Face tokenizer.json tests: ids bit-exact with tokenizers 0.19.1 on three pipelines
-// (fixtures from tools/reference/make_hf_tokenizer_fixtures.py), both merges formats, round trips,
+// (fixtures from scripts/reference/make_hf_tokenizer_fixtures.py), both merges formats, round trips,
 // the two BPE loops, refusals naming the field, load_tokenizer's choice, and the real SmolLM2
 // tokenizer (long; skipped when its directory is absent).
 #include <doctest/doctest.h>
@@ -272,7 +272,7 @@ TEST_CASE("hf-tokenizer: the real SmolLM2-135M-Instruct tokenizer.json matches r
     const fs::path rec = stac::test::fixtures() / "tokenizer" / "hf_smollm2_real.json";
     if (!fs::exists(dir / "tokenizer.json") || !fs::exists(rec)) {
         MESSAGE("skipped: no " << (dir / "tokenizer.json").string()
-                               << " (make it with tools/reference/make_smollm2_dir.py, or set STAC_SMOLLM2_DIR)");
+                               << " (make it with scripts/reference/make_smollm2_dir.py, or set STAC_SMOLLM2_DIR)");
         return;
     }
     const HfTokenizer tok = HfTokenizer::load_dir(dir);

@@ -1,5 +1,5 @@
 // Llama: config.json checks, weight loading (single file, shards, bf16, tied/untied), forward
-// parity with Hugging Face transformers (fixtures from tools/reference/make_llama_fixtures.py),
+// parity with Hugging Face transformers (fixtures from scripts/reference/make_llama_fixtures.py),
 // the cache of key/value heads, and the new kernels (RMSNorm, RoPE, SiLU gate, grouped-query attention).
 #include <doctest/doctest.h>
 

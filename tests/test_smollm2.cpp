@@ -1,5 +1,5 @@
 // The real pretrained model, SmolLM2-135M-Instruct (not in CI: test suite "long", skipped when its
-// directory is absent). Make the directory with tools/reference/make_smollm2_dir.py, then:
+// directory is absent). Make the directory with scripts/reference/make_smollm2_dir.py, then:
 //   build/stac_tests -ts=long -tc='smollm2*'     (STAC_SMOLLM2_DIR overrides the directory)
 #include <doctest/doctest.h>
 

@@ -1,5 +1,5 @@
 // The spiking SmolLM2-135M-Instruct (not in CI: test suite "long", skipped when the directory of
-// tools/reference/make_smollm2_dir.py is absent):
+// scripts/reference/make_smollm2_dir.py is absent):
 //   build/stac_tests -ts=long -tc='snn-smollm2*'     (STAC_SMOLLM2_DIR overrides the directory)
 // Converts the real model from the built-in calibration prompts and checks, on 30 layers of GQA
 // 9:3 with RoPE: float mode = the Llama forward, SNN (spike and count paths) = QANN bit for bit
@@ -110,7 +110,7 @@ TEST_CASE("snn-smollm2: in a chat the token-scaled SNN keeps the float predictio
     const auto tok = load_tokenizer(dir);
     REQUIRE(tok);
     // Five three-turn ChatML conversations with the float model's own greedy replies
-    // (tools/reference/make_chat_eval.sh; 981 tokens), scored teacher-forced in windows of 512.
+    // (scripts/reference/make_chat_eval.sh; 981 tokens), scored teacher-forced in windows of 512.
     const std::vector<int32_t> ids =
         tok->encode(read_text_file(fixtures() / "smollm2" / "chat-eval.txt"), {.allow_special = true});
     REQUIRE(ids.size() > 900);

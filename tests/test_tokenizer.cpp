@@ -1,5 +1,5 @@
 // Tokenizer tests: GPT-2 BPE parity with tiktoken (fixtures from
-// tools/reference/make_tokenizer_fixtures.py), round trips, the UTF-8 stream decoder, load errors.
+// scripts/reference/make_tokenizer_fixtures.py), round trips, the UTF-8 stream decoder, load errors.
 #include <doctest/doctest.h>
 
 #include <cstdio>

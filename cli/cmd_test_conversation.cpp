@@ -10,7 +10,7 @@
 #include "core/error.h"
 #include "models/generate.h"
 #include "models/model_dir.h"
-#include "tools/cli.h"
+#include "cli/cli.h"
 
 namespace stac::cli {
 

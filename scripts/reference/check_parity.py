@@ -2,10 +2,10 @@
 """Forward-parity check of the stac binary against Hugging Face transformers on GPT-2-shaped
 checkpoints of sizes and seeds the unit tests never saw.
 
-    tools/reference/setup_venv.sh                      # once
-    .venv-ref/bin/python tools/reference/check_parity.py --stac build/stac [--seeds 3]
+    scripts/reference/setup_venv.sh                      # once
+    .venv-ref/bin/python scripts/reference/check_parity.py --stac build/stac [--seeds 3]
         [--base-seed S] [--dtype f32|f16|bf16|random] [--keep DIR] [--tol 1e-4] [--fixtures]
-    .venv-ref/bin/python tools/reference/check_parity.py --dry-run   # no stac: transformers vs numpy
+    .venv-ref/bin/python scripts/reference/check_parity.py --dry-run   # no stac: transformers vs numpy
 
 For each of --seeds random configs (n_layer 1-4, n_embd 32-256 with n_head dividing it,
 n_positions 16-128, vocab 100-5000, activation gelu_new/gelu/relu, epsilon, n_inner, tied or

@@ -13,8 +13,8 @@
 #include "core/json_file.h"
 #include "core/sha256.h"
 #include "models/model_dir.h"
-#include "tools/cli.h"
-#include "tools/svg_plot.h"
+#include "cli/cli.h"
+#include "cli/svg_plot.h"
 
 namespace stac::cli {
 

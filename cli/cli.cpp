@@ -1,4 +1,4 @@
-#include "tools/cli.h"
+#include "cli/cli.h"
 
 #include <charconv>
 #include <cmath>
@@ -248,7 +248,7 @@ const Tokenizer& OpenModel::need_tokenizer(const std::string& why) const {
     std::error_code ec;
     if (!tokenizer && fs::is_regular_file(dir, ec))
         fail("{}: a GGUF file carries no tokenizer stac reads, needed {}; give token ids (--ids), or make a model "
-             "directory with tokenizer files from it (tools/reference/make_smollm2_dir.py)", dir.string(), why);
+             "directory with tokenizer files from it (scripts/reference/make_smollm2_dir.py)", dir.string(), why);
     if (!tokenizer) fail("{}: has no tokenizer files (tokenizer.json, or vocab.json + merges.txt), needed {}", dir.string(), why);
     return *tokenizer;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes GGUF test files under tests/fixtures/gguf/ with the PyPI `gguf` package (llama.cpp's own writer).
 
-    .venv-ref/bin/python tools/reference/make_gguf_fixtures.py [--out tests/fixtures/gguf]
+    .venv-ref/bin/python scripts/reference/make_gguf_fixtures.py [--out tests/fixtures/gguf]
 
 From the tiny Llama fixtures of make_llama_fixtures.py (run that first), laid out as llama.cpp's
 converter (convert_hf_to_gguf.py) lays out a Hugging Face Llama: tensor names token_embd,

@@ -19,7 +19,7 @@
 #include "kernels/cpu/gemm.h"
 #include "models/llama.h"
 #include "models/model_dir.h"
-#include "tools/cli.h"
+#include "cli/cli.h"
 
 namespace stac::cli {
 

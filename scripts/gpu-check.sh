@@ -12,7 +12,7 @@
 # build.log, gpu-tests.log, bench_gpu.json, bench_gpu.log, cli.log, all-tests.log, summary.txt.
 # Every step has a time limit within a 470 s budget, so the script ends inside 8 minutes; exit 0
 # only if everything passed (GPU tests that skip for want of a GPU count as a failure here).
-# Usage: OUT=/some/dir tools/gpu-check.sh
+# Usage: OUT=/some/dir scripts/gpu-check.sh
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$root/gpu-check-out}

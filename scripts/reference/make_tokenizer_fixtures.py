@@ -2,8 +2,8 @@
 
 Run from the repository root (deterministic: same inputs, same bytes out):
 
-    tools/reference/setup_venv.sh            # once; makes .venv-ref with tiktoken==0.7.0
-    .venv-ref/bin/python tools/reference/make_tokenizer_fixtures.py
+    scripts/reference/setup_venv.sh            # once; makes .venv-ref with tiktoken==0.7.0
+    .venv-ref/bin/python scripts/reference/make_tokenizer_fixtures.py
 
 No network is needed: tiktoken's own gpt2() definition (tiktoken_ext.openai_public) is called
 with its file reader pointed at models/gpt2-tokenizer/{merges.txt,vocab.json}, so the ranks
@@ -357,7 +357,7 @@ def main() -> None:
     doc = {
         "tiktoken_version": importlib.metadata.version("tiktoken"),
         "regex_version": regex.__version__,
-        "generator": "tools/reference/make_tokenizer_fixtures.py",
+        "generator": "scripts/reference/make_tokenizer_fixtures.py",
         "encoding": "tiktoken_ext.openai_public.gpt2() on models/gpt2-tokenizer",
         "files_sha256": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                          for p in LOCAL.values()},

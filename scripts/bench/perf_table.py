@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Markdown tables for docs/PERFORMANCE.md from `stac bench --json` and `tools/bench_pytorch.py --json`.
+"""Markdown tables for docs/PERFORMANCE.md from `stac bench --json` and `scripts/bench/bench_pytorch.py --json`.
 
-Usage: python3 tools/perf_table.py STAC_JSON [PYTORCH_JSON]
+Usage: python3 scripts/bench/perf_table.py STAC_JSON [PYTORCH_JSON]
 Prints one table: rows = run (and S), columns = test x threads, cells = median tokens/s with the
 min-max spread; the PyTorch file, if given, adds its rows for the same tests and threads.
 """

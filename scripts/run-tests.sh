@@ -2,12 +2,12 @@
 # The test command: installs build dependencies, configures, builds (CUDA too when nvcc is found:
 # compile-only without a GPU) and runs the default CTest suite (long checks excluded; GPU cases
 # are reported as Skipped without a GPU).
-# Usage: tools/run-tests.sh [BUILD_DIR]        (default: build)
-#   STAC_TEST_LABELS=long tools/run-tests.sh   runs only the long checks instead
+# Usage: scripts/run-tests.sh [BUILD_DIR]        (default: build)
+#   STAC_TEST_LABELS=long scripts/run-tests.sh   runs only the long checks instead
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
-"$root/tools/install-deps.sh"
+"$root/scripts/install-deps.sh"
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$jobs"

@@ -8,9 +8,9 @@ to each count asked, and measures what `stac bench` measures, named the same way
   tgN: N single-token forwards from an empty cache through past_key_values, logits every step.
 Warm-up runs, then timed repeats; median, min and max tokens/s. JSON on stdout (or --json FILE).
 
-Usage: python3 tools/bench_pytorch.py [--shape gpt2|distilgpt2] [--threads-list 1,2]
+Usage: python3 scripts/bench/bench_pytorch.py [--shape gpt2|distilgpt2] [--threads-list 1,2]
            [--tests pp128,pp512,tg128] [--repeats 5] [--warmup 1] [--json FILE]
-It re-runs itself in the reference venv (tools/reference/setup_venv.sh: Debian's python3-torch
+It re-runs itself in the reference venv (scripts/reference/setup_venv.sh: Debian's python3-torch
 1.13 + transformers 4.40.2) with OpenBLAS first on LD_LIBRARY_PATH (Debian's torch calls
 libblas.so.3; the default reference BLAS is not what anyone would benchmark), as the bundled
 model's training script does.
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_PY = ROOT / ".venv-ref" / "bin" / "python"
 OPENBLAS_DIRS = ["/usr/lib/x86_64-linux-gnu/openblas-openmp", "/usr/lib/x86_64-linux-gnu/openblas-pthread"]
 
@@ -31,7 +31,7 @@ def _reexec() -> None:
     env = dict(os.environ, STAC_BENCH_CHILD="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1", HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1")
     if not VENV_PY.exists():
-        subprocess.run([str(ROOT / "tools/reference/setup_venv.sh")], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([str(ROOT / "scripts/reference/setup_venv.sh")], check=True, stdout=subprocess.DEVNULL)
     blas = next((d for d in OPENBLAS_DIRS if Path(d, "libblas.so.3").exists()), None)
     if blas is None and Path("/usr/bin/apt-get").exists():
         subprocess.run(["apt-get", "install", "-y", "-qq", "libopenblas0-openmp"], check=True, stdout=subprocess.DEVNULL)
@@ -105,7 +105,7 @@ def main() -> None:
             results.append(r)
             print(f"pytorch-f32 {threads} {test:>6} {n / med:10.2f} t/s (min {n / max(secs):.2f}, max {n / min(secs):.2f}, "
                   f"{len(secs)} runs)", file=sys.stderr)
-    out = {"bench": "tools/bench_pytorch.py", "shape": a.shape, "parameters": sum(p.numel() for p in model.parameters()),
+    out = {"bench": "scripts/bench/bench_pytorch.py", "shape": a.shape, "parameters": sum(p.numel() for p in model.parameters()),
            "torch": torch.__version__, "transformers": transformers.__version__,
            "blas": os.environ.get("STAC_BENCH_BLAS", "libblas.so.3 as installed"), "machine": platform.processor(),
            "results": results}

@@ -5,7 +5,7 @@
 # `stac eval --text OUT --special` then scores an SNN teacher-forced on what the float model says
 # in a chat (docs/SNN.md, "Spiking SmolLM2"). Greedy replies of both models are in
 # docs/SMOLLM2_CHAT.md; this measures the same thing without greedy decoding's chaos.
-#   tools/reference/make_chat_eval.sh [STAC] [MODEL_DIR] [OUT]
+#   scripts/reference/make_chat_eval.sh [STAC] [MODEL_DIR] [OUT]
 set -euo pipefail
 stac=${1:-build/stac}
 model=${2:-build-smollm2/SmolLM2-135M-Instruct}

@@ -12,7 +12,7 @@
 #include "core/json_file.h"
 #include "models/chat.h"
 #include "models/model_dir.h"
-#include "tools/cli.h"
+#include "cli/cli.h"
 
 namespace stac::cli {
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the tiny Llama reference fixtures under tests/fixtures/llama/ from Hugging Face transformers.
 
-    .venv-ref/bin/python tools/reference/make_llama_fixtures.py [--out tests/fixtures/llama] [--seed 4321]
+    .venv-ref/bin/python scripts/reference/make_llama_fixtures.py [--out tests/fixtures/llama] [--seed 4321]
 
 Deterministic (seeded; torch single-threaded). For each model it writes a directory holding a
 checkpoint saved by LlamaForCausalLM.save_pretrained (so the layout is Hugging Face's own) plus
@@ -40,7 +40,7 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from make_gpt2_fixtures import (DTYPES, MAX_NEW_TOKENS, MIN_MARGIN, describe_safetensors,  # noqa: E402
                                 dumps_compact, forward_logits, greedy, setup_torch, top2_margin)
 
-GENERATOR = "tools/reference/make_llama_fixtures.py"
+GENERATOR = "scripts/reference/make_llama_fixtures.py"
 
 # name -> settings; "shard": max_shard_size for save_pretrained (None: one model.safetensors).
 MODELS = {

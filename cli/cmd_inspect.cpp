@@ -14,7 +14,7 @@
 #include "models/gpt2.h"
 #include "models/llama.h"
 #include "models/model_dir.h"
-#include "tools/cli.h"
+#include "cli/cli.h"
 
 namespace stac::cli {
 

@@ -4,8 +4,8 @@ transformers' apply_chat_template with SmolLM2-Instruct's chat template.
 
 Run from the repository root (offline; deterministic):
 
-    .venv-ref/bin/python tools/reference/make_hf_tokenizer_fixtures.py
-    .venv-ref/bin/python tools/reference/make_hf_tokenizer_fixtures.py --smollm2-dir DIR   # + the real one
+    .venv-ref/bin/python scripts/reference/make_hf_tokenizer_fixtures.py
+    .venv-ref/bin/python scripts/reference/make_hf_tokenizer_fixtures.py --smollm2-dir DIR   # + the real one
 
 What it writes:
 - hf_tokenizers.json: four tokenizer.json files (as tokenizers serializes them) and, for each,

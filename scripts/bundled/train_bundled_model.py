@@ -3,15 +3,15 @@
 
 One command does everything, from a fresh Debian 12 clone (root or sudo for apt-get):
 
-    python3 tools/train_bundled_model.py
+    python3 scripts/bundled/train_bundled_model.py
 
-It re-runs itself in the reference venv (tools/reference/setup_venv.sh: Debian's python3-torch
+It re-runs itself in the reference venv (scripts/reference/setup_venv.sh: Debian's python3-torch
 1.13 + pinned transformers/tiktoken), with OpenBLAS (Debian's torch is linked against
 libblas.so.3, which is the reference BLAS unless an optimised one is installed; the script
 installs libopenblas0-openmp when missing and puts it first on LD_LIBRARY_PATH for itself
 only), and niced (-n 10: it shares the machine). Stages, in order (--stages picks some):
 
-  corpus  apt-get installs the Debian packages of tools/bundled/corpus.py, cleans and splits
+  corpus  apt-get installs the Debian packages of scripts/bundled/corpus.py, cleans and splits
           them, writes models/bundled/heldout.txt and the training stream under --work
   gelu    trains models/bundled/gpt2-fortunes (activation gelu_new) from scratch
   relu    fine-tunes a copy with activation relu: models/bundled/gpt2-fortunes-relu
@@ -38,7 +38,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VENV_PY = ROOT / ".venv-ref" / "bin" / "python"
 OPENBLAS_DIRS = ["/usr/lib/x86_64-linux-gnu/openblas-openmp", "/usr/lib/x86_64-linux-gnu/openblas-pthread",
                  "/usr/lib/aarch64-linux-gnu/openblas-openmp", "/usr/lib/aarch64-linux-gnu/openblas-pthread"]
@@ -51,11 +51,11 @@ def _reexec() -> None:
     env = dict(os.environ, STAC_BUNDLED_CHILD="1", OMP_WAIT_POLICY="PASSIVE", TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
                TIKTOKEN_CACHE_DIR="", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if not VENV_PY.exists():
-        subprocess.run([str(ROOT / "tools/reference/setup_venv.sh")], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([str(ROOT / "scripts/reference/setup_venv.sh")], check=True, stdout=subprocess.DEVNULL)
     blas = next((d for d in OPENBLAS_DIRS if Path(d, "libblas.so.3").exists()), None)
     if blas is None and Path("/usr/bin/apt-get").exists():
         print("installing libopenblas0-openmp (torch's libblas.so.3 would otherwise be the slow reference BLAS)")
-        sys.path.insert(0, str(ROOT / "tools"))
+        sys.path.insert(0, str(ROOT / "scripts"))
         from bundled.corpus import apt_install
         apt_install(["libopenblas0-openmp"])
         blas = next((d for d in OPENBLAS_DIRS if Path(d, "libblas.so.3").exists()), None)
@@ -85,7 +85,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "scripts"))
 from bundled import corpus as C  # noqa: E402
 
 import tiktoken  # noqa: E402
@@ -100,7 +100,7 @@ HELDOUT = BUNDLED / "heldout.txt"
 RECORD = BUNDLED / "training.json"
 GOLDEN = ROOT / "tests" / "fixtures" / "bundled" / "golden.json"
 GELU_NAME, RELU_NAME = "gpt2-fortunes", "gpt2-fortunes-relu"
-GENERATOR = "tools/train_bundled_model.py"
+GENERATOR = "scripts/bundled/train_bundled_model.py"
 PROMPTS = ["The meaning of life is", "User: What is love?\nAssistant:"]
 CHAT_TURNS = "Hello!\nTell me a joke.\nWhat is love?\n"
 
@@ -131,7 +131,7 @@ def machine() -> str:
 
 def gpt2_encoding() -> tiktoken.Encoding:
     """tiktoken's own gpt2() definition, its file reader pointed at models/gpt2-tokenizer (its sha256
-    check proves they are OpenAI's encoder.json / vocab.bpe); as tools/reference/make_tokenizer_fixtures.py."""
+    check proves they are OpenAI's encoder.json / vocab.bpe); as scripts/reference/make_tokenizer_fixtures.py."""
     local = {"vocab.bpe": TOKENIZER_DIR / "merges.txt", "encoder.json": TOKENIZER_DIR / "vocab.json"}
     tiktoken.load.read_file = lambda blobpath: local[blobpath.rsplit("/", 1)[1]].read_bytes()
     return tiktoken.Encoding(**openai_public.gpt2())
@@ -678,7 +678,7 @@ model is tokenized exactly like `gpt2` and `distilgpt2`.
     build/stac generate --model {g['path']} --prompt "The meaning of life is"
 
 Any GPT-2 implementation loads it, e.g. `transformers.GPT2LMHeadModel.from_pretrained("{g['path']}")`.
-Made by `tools/train_bundled_model.py`.
+Made by `scripts/bundled/train_bundled_model.py`.
 """
     (ROOT / g["path"] / "README.md").write_text(card)
 

@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "models/chat.h"
 #include "models/generate.h"
-#include "tools/cli.h"
+#include "cli/cli.h"
 
 namespace stac::cli {
 

@@ -3,8 +3,8 @@
 
 Run it from anywhere, in the reference virtual environment:
 
-    tools/reference/setup_venv.sh                        # once: makes .venv-ref (torch 1.13, transformers 4.40.2)
-    .venv-ref/bin/python tools/reference/make_gpt2_fixtures.py [--out tests/fixtures/gpt2] [--seed 1234]
+    scripts/reference/setup_venv.sh                        # once: makes .venv-ref (torch 1.13, transformers 4.40.2)
+    .venv-ref/bin/python scripts/reference/make_gpt2_fixtures.py [--out tests/fixtures/gpt2] [--seed 1234]
 
 It is deterministic: the same seed and the same torch/transformers versions give the same files.
 
@@ -45,7 +45,7 @@ import safetensors.torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-GENERATOR = "tools/reference/make_gpt2_fixtures.py"
+GENERATOR = "scripts/reference/make_gpt2_fixtures.py"
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 
 # name -> settings. "layout": "hf" = save_pretrained (names prefixed "transformer.", lm_head only

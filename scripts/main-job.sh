@@ -4,11 +4,11 @@
 # network (progress shown), hold a short scripted conversation with the SNN next to the float
 # model, and print the report (perplexity and agreement of ANN, QANN and SNN, firing rate,
 # synaptic operations, energy estimate).
-# Usage: tools/main-job.sh [MODEL_DIR]      (default: the bundled model, models/bundled/gpt2-fortunes)
+# Usage: scripts/main-job.sh [MODEL_DIR]      (default: the bundled model, models/bundled/gpt2-fortunes)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$root/build-main
-"$root/tools/install-deps.sh"
+"$root/scripts/install-deps.sh"
 echo "== building stac (CPU only) in $build"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTAC_CUDA=OFF -DSTAC_BUILD_TESTS=OFF >/dev/null
 cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" --target stac >/dev/null

@@ -1,4 +1,4 @@
-#include "tools/svg_plot.h"
+#include "cli/svg_plot.h"
 
 #include <algorithm>
 #include <cmath>

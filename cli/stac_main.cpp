@@ -7,7 +7,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
-#include "tools/cli.h"
+#include "cli/cli.h"
 
 namespace {
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes the virtual environment the reference scripts run in: Debian's PyTorch (python3-torch)
 # seen through --system-site-packages, plus pinned PyPI packages (transformers, tiktoken, ...).
-# Usage: tools/reference/setup_venv.sh [VENV_DIR]   (default: .venv-ref at the repository root)
+# Usage: scripts/reference/setup_venv.sh [VENV_DIR]   (default: .venv-ref at the repository root)
 # Prints the venv's python on its last line.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -13,5 +13,5 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
   /usr/bin/python3 -m venv --system-site-packages "$venv" >&2
 fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$root/tools/reference/requirements.txt" >&2
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$root/scripts/reference/requirements.txt" >&2
 echo "$venv/bin/python"

