@@ -8,7 +8,7 @@
 //   neuron: v starts at kOne/2; S steps receive currents I_t that sum to U exactly;
 //           v += I_t; spike +1 when v >= kOne and n < n_max (v -= kOne), spike -1 when v < 0 and
 //           n > n_min (v += kOne). For S >= n_max and n_min >= -S the spike count after S steps
-//           equals the QANN's n (proof in docs/SNN.md; tested exhaustively in tests/test_spiking.cpp).
+//           equals the QANN's n (proof in docs/SNN.md; tested exhaustively in tests/test_spiking_neuron.cpp).
 #pragma once
 
 #include <cmath>

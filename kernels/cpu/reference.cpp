@@ -100,4 +100,33 @@ void matmul_nt(float* logits, const float* x, const float* e, int64_t T, int64_t
         }
 }
 
+int64_t floor_div(int64_t a, int64_t b) {
+    const int64_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+int64_t quantize_count(float u, int64_t lo, int64_t hi) {
+    const double d = u;
+    if (std::isnan(d)) return 0;
+    const double r = std::floor(d + 0.5);
+    return r < double(lo) ? lo : (r > double(hi) ? hi : int64_t(r));
+}
+
+int64_t constant_current(int64_t U, int64_t t, int64_t S) { return floor_div(U * (t + 1), S) - floor_div(U * t, S); }
+
+int64_t to_fixed_nearest(float u) { return int64_t(std::nearbyint(double(u) * double(kFixedOne))); }
+
+int IfNeuron::step(int64_t I) {
+    v += I;
+    if (v >= kFixedOne && n < hi) {
+        v -= kFixedOne, n += 1;
+        return +1;
+    }
+    if (v < 0 && n > lo) {
+        v += kFixedOne, n -= 1;
+        return -1;
+    }
+    return 0;
+}
+
 }  // namespace stac::ref

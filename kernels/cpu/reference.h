@@ -34,4 +34,33 @@ void rope(float* x, int64_t ldx, int64_t T, int64_t nh, int64_t D, int64_t pos0,
 // logits[T, V] = x[T, C] · e[V, C]^T
 void matmul_nt(float* logits, const float* x, const float* e, int64_t T, int64_t C, int64_t V);
 
+// ---- the site quantizer and the integrate-and-fire neuron by definition (DESIGN §5), in int64 and
+// double, for the tests of spiking_math.h and the spiking kernels. Fixed point: one threshold =
+// kFixedOne = 2^16, as kernels/spiking_math.h's kOne.
+inline constexpr int64_t kFixedOne = int64_t(1) << 16;
+
+// floor(a / b) for b > 0 (C++ division truncates toward zero).
+int64_t floor_div(int64_t a, int64_t b);
+// The quantizer by definition, in double (exact for every float u): clamp(floor(u + 1/2), lo, hi); NaN: 0.
+int64_t quantize_count(float u, int64_t lo, int64_t hi);
+// Step t of S of a constant current totalling U, by definition: floor((t+1)U/S) - floor(tU/S).
+int64_t constant_current(int64_t U, int64_t t, int64_t S);
+// u -> fixed point for currents that are not clamped (|u| well inside 2^14): the nearest multiple
+// of 2^-16, ties to even (the default rounding mode of nearbyint).
+int64_t to_fixed_nearest(float u);
+
+// The neuron of DESIGN §5, line by line, in int64 without saturation: the membrane v starts at
+// half a threshold; a step adds I; +1 when v >= 1 and the count is below hi (v -= 1), -1 when v < 0
+// and the count is above lo (v += 1).
+struct IfNeuron {
+    int64_t v = kFixedOne / 2, n = 0;
+    int64_t lo, hi;
+    IfNeuron(int64_t lo_, int64_t hi_) : lo(lo_), hi(hi_) {}
+    int step(int64_t I);  // the spike: +1, -1 or 0
+    // Settled: the count is the quantizer of everything received, clamp(floor(sum + 1/2)). Since
+    // v + n * kFixedOne = kFixedOne/2 + sum(I) at all times, that holds exactly when v is in
+    // [0, kFixedOne), or the count is stuck at a bound with the membrane beyond it.
+    bool settled() const { return (v >= 0 && v < kFixedOne) || (n == hi && v >= kFixedOne) || (n == lo && v < 0); }
+};
+
 }  // namespace stac::ref
