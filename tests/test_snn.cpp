@@ -65,7 +65,8 @@ TEST_CASE("snn: layer-wise SNN equals the QANN bit for bit on both paths") {
         SpikingGpt2 count(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Count, c.S});
         SpikingGpt2 spike(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, c.S});
         const auto ids = random_token_samples(1, 21, V, 9)[0];
-        const auto q = chunked_logits(qann, ids), n = chunked_logits(count, ids), s = chunked_logits(spike, ids);
+        const auto count_st = count.new_state(), spike_st = spike.new_state();
+        const auto q = chunked_logits(qann, ids), n = chunked_logits(count, *count_st, ids), s = chunked_logits(spike, *spike_st, ids);
         CHECK(max_abs_diff(q.data(), n.data(), q.size()) == 0.0f);
         CHECK(max_abs_diff(q.data(), s.data(), q.size()) == 0.0f);
         // The same through the KV cache: SNN and QANN fed the same chunks agree bit for bit; against
@@ -79,10 +80,11 @@ TEST_CASE("snn: layer-wise SNN equals the QANN bit for bit on both paths") {
         const auto f = chunked_logits(*base, ids);
         CHECK(max_abs_diff(q.data(), f.data(), q.size()) > 1e-4f);
         // The spikes are real, and both paths fired the same number of them.
-        CHECK(count.stats().total_spikes() > 0);
-        CHECK(spike.stats().total_spikes() == count.stats().total_spikes());
-        CHECK(count.stats().firing_rate() > 0.0);
-        CHECK(count.stats().firing_rate() < 1.0);
+        const SpikeStats &ns = count.stats(*count_st), &ss = spike.stats(*spike_st);
+        CHECK(ns.total_spikes() > 0);
+        CHECK(ss.total_spikes() == ns.total_spikes());
+        CHECK(ns.firing_rate() > 0.0);
+        CHECK(ns.firing_rate() < 1.0);
     }
 }
 
@@ -112,18 +114,20 @@ TEST_CASE("snn: the streaming schedule approaches the QANN as S grows") {
     double last_agreement = 0;
     for (int S : {8, 32, 128, 512, 2048}) {
         SpikingGpt2 stream(base, spec, {RunMode::Snn, Schedule::Streaming, SpikePath::Spike, S});
-        const auto s = chunked_logits(stream, ids);
+        const auto stream_st = stream.new_state();
+        const auto s = chunked_logits(stream, *stream_st, ids);
         last = max_abs_diff(s.data(), q.data(), q.size());
         if (first < 0) first = last;
         last_agreement = agreement(s);
         MESSAGE("streaming S=" << S << ": top-1 agreement with the QANN " << agreement(s) << ", max |logit diff| " << last
-                               << ", firing rate " << stream.stats().firing_rate());
+                               << ", firing rate " << stream.stats(*stream_st).firing_rate());
         if (S == 512) {
             // The layer-wise neurons fire exactly |count| times; streaming ones fire more, because
             // spikes sent before the input was complete are undone by spikes of the other sign.
             SpikingGpt2 lw(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Count, S});
-            chunked_logits(lw, ids);
-            CHECK(stream.stats().total_spikes() > lw.stats().total_spikes());
+            const auto lw_st = lw.new_state();
+            chunked_logits(lw, *lw_st, ids);
+            CHECK(stream.stats(*stream_st).total_spikes() > lw.stats(*lw_st).total_spikes());
         }
     }
     CHECK(last_agreement == 1.0);
