@@ -1,19 +1,30 @@
 // Spiking GPT-2 end to end on fixture models: float mode = the ANN, and in the layer-wise schedule
-// SNN (spike path) = SNN (count path) = QANN, bit for bit (DESIGN §5; the proof is in docs/SNN.md).
+// SNN (spike path) = SNN (count path) = QANN, bit for bit (DESIGN §5; the proof is in docs/SNN.md);
+// spike statistics and observers per conversation.
 #include <doctest/doctest.h>
 
 #include <random>
 
 #include "convert/convert.h"
 #include "models/model_dir.h"
+#include "models/session.h"
 #include "tests/helpers.h"
 
 using namespace stac;
 using namespace stac::test;
+using nlohmann::json;
 
 namespace {
 
 std::shared_ptr<const Gpt2Model> load_base(const char* name) { return Gpt2Model::load(gpt2_fixture(name)); }
+
+// Thresholds for L = 8 from six random samples of 24 tokens.
+SnnSpec calibrated_l8(const std::shared_ptr<const Gpt2Model>& base) {
+    ConvertOptions o;
+    o.levels = 8;
+    o.progress = false;
+    return convert_model_on(base, random_token_samples(6, 24, int(base->config().vocab_size), 3), o);
+}
 
 }  // namespace
 
@@ -94,10 +105,7 @@ TEST_CASE("snn: the streaming schedule approaches the QANN as S grows") {
     // count settles on the QANN's once the inputs stop changing, so a long enough run agrees.
     const auto base = load_base("tiny-gelu-f32");
     const int V = int(base->config().vocab_size);
-    ConvertOptions o;
-    o.levels = 8;
-    o.progress = false;
-    const SnnSpec spec = convert_model_on(base, random_token_samples(6, 24, V, 3), o);
+    const SnnSpec spec = calibrated_l8(base);
     SpikingGpt2 qann(base, spec, {RunMode::Qann, Schedule::LayerWise, SpikePath::Count, 8});
     const auto ids = random_token_samples(1, 12, V, 4)[0];
     const auto q = chunked_logits(qann, ids);
@@ -132,4 +140,67 @@ TEST_CASE("snn: the streaming schedule approaches the QANN as S grows") {
     }
     CHECK(last_agreement == 1.0);
     CHECK(last < first / 2);
+}
+
+TEST_CASE("snn: each conversation keeps its own spike statistics and its own observer") {
+    // A loaded model is immutable (STYLE 11): what a conversation fires is counted in its state, and
+    // another conversation on the same model neither sees nor changes it.
+    const auto base = load_base("tiny-gelu-f32");
+    const int V = int(base->config().vocab_size);
+    const SnnSpec spec = calibrated_l8(base);
+    SpikingGpt2 snn(base, spec, {RunMode::Snn, Schedule::LayerWise, SpikePath::Spike, 8});
+    const auto ids = random_token_samples(3, 9, V, 11);
+    auto counted = [&](Session& s) { return snn.stats(s.state()).to_json(true); };
+    // Alone: conversation A's two turns and conversation B's one, each on a state of its own.
+    Session alone_a(snn), alone_b(snn);
+    alone_a.feed(ids[0]);
+    const json a_first = counted(alone_a);
+    alone_a.feed(ids[1]);
+    alone_b.feed(ids[2]);
+    // Interleaved on the same model.
+    Session a(snn), b(snn);
+    CHECK(snn.stats(a.state()).total_spikes() == 0);
+    CHECK(snn.stats(a.state()).timesteps == 8);
+    a.feed(ids[0]);
+    b.feed(ids[2]);
+    CHECK(counted(a) == a_first);  // B's turn left A's counts alone
+    a.feed(ids[1]);
+    CHECK(counted(a) == counted(alone_a));
+    CHECK(counted(b) == counted(alone_b));
+    CHECK(snn.stats(a.state()).tokens == 18);
+    CHECK(snn.stats(b.state()).tokens == 9);
+    CHECK(snn.stats(b.state()).total_spikes() > 0);
+    // They describe the conversation, not its cache: an emptied cache adds to them; reset_stats
+    // starts them over.
+    a.reset();
+    a.feed(ids[2]);
+    CHECK(snn.stats(a.state()).tokens == 27);
+    snn.reset_stats(a.state());
+    CHECK(snn.stats(a.state()).tokens == 0);
+    CHECK(snn.stats(a.state()).total_spikes() == 0);
+    CHECK(snn.stats(b.state()).tokens == 9);
+    // At another S the next forward starts the state's counts over (rates at two S do not add).
+    RunOptions r = snn.run_options();
+    r.timesteps = 16;
+    snn.set_run_options(r);
+    CHECK(snn.stats(b.state()).timesteps == 8);
+    b.feed(ids[0]);
+    CHECK(snn.stats(b.state()).timesteps == 16);
+    CHECK(snn.stats(b.state()).tokens == 9);
+    // A state the spiking model did not make has none.
+    const auto float_state = base->new_state();
+    CHECK_THROWS_AS(snn.stats(*float_state), Error);
+
+    // An observer (calibration) watches the conversation it was set on, and no other.
+    SpikingGpt2 f(base, spec, {RunMode::Float, Schedule::LayerWise, SpikePath::Count, 1});
+    Calibrator cal(int(base->config().n_layer), false);
+    const auto watched = f.new_state(), other = f.new_state();
+    f.set_observer(*watched, &cal);
+    chunked_logits(f, *other, ids[0]);
+    CHECK_FALSE(cal.seen(0, SiteKind::AttnIn));
+    chunked_logits(f, *watched, ids[0]);
+    CHECK(cal.seen(0, SiteKind::AttnIn));
+    CHECK(cal.seen(int(base->config().n_layer) - 1, SiteKind::Probs));
+    CHECK(cal.seen(-1, SiteKind::LmHeadIn));
+    CHECK_THROWS_AS(f.set_observer(*float_state, &cal), Error);
 }
