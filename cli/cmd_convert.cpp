@@ -229,7 +229,7 @@ int cmd_eval(int argc, char** argv) {
     fmt::print("{:<34} {:>10.3f} {:>10.4f} {:>10.4f} {:>14} {:>8.1f}\n", fmt::format("QANN (L = {})", l.spec.levels),
                ev.qann->perplexity(), ev.qann->agreement(), ev.qann->mean_kl(), "-", ev.qann->seconds);
     if (snn) {
-        const SpikeStats& ss = snn->stats();
+        const SpikeStats& ss = ev.spikes;
         fmt::print("{:<34} {:>10.3f} {:>10.4f} {:>10.4f} {:>14.3g} {:>8.1f}\n",
                    fmt::format("SNN ({}, {}, S = {})", schedule_name(run.schedule), spike_path_name(run.path), run.timesteps),
                    ev.snn->perplexity(), ev.snn->agreement(), ev.snn->mean_kl(), ev.snn->max_abs_vs_ref, ev.snn->seconds);
@@ -258,7 +258,7 @@ int cmd_eval(int argc, char** argv) {
             const auto s = make_spiking_model(l.base, spec, {RunMode::Snn, sch, sch == Schedule::LayerWise ? SpikePath::Count : SpikePath::Spike, S})
                                ->to(where.device);
             const Evaluation e = evaluate(ann, q.get(), s.get(), windows, false);
-            const SpikeStats& ss = s->stats();
+            const SpikeStats& ss = e.spikes;
             const double ratio = ss.snn_energy_joules() / std::max(ss.ann_energy_joules(), 1e-30);
             fmt::print("  {:<10} L = {:<3} S = {:<4} {:>8.4f} {:>10.3f} {:>10.3g} {:>8.4f} {:>8.3f}{}\n", schedule_name(sch), L, S,
                        e.snn->agreement(), e.snn->perplexity(), e.snn->max_abs_vs_ref, ss.firing_rate(), ratio,

@@ -86,7 +86,7 @@ int cmd_demo(int argc, char** argv) {
         fmt::print("  SNN: {}\n", s.text);
         std::fflush(stdout);
     }
-    const SpikeStats chat_stats = snn->stats();
+    const SpikeStats chat_stats = snn->stats(snn_chat.session().state());
 
     // 3. Fidelity on held-out text.
     const fs::path text_path = p.has("text") ? fs::path(p.get("text")) : fs::path(STAC_DATA_DIR) / "models/bundled/heldout.txt";
@@ -103,9 +103,8 @@ int cmd_demo(int argc, char** argv) {
     fmt::print("\n== held-out text: {} tokens of {}\n", ids.size(), fs::exists(text_path) ? text_path.string() : "the built-in prompts");
     std::fflush(stdout);
     const auto qann = l.make({RunMode::Qann, Schedule::LayerWise, SpikePath::Count, l.spec.timesteps});
-    snn->reset_stats();
     const Evaluation ev = evaluate(*l.base, qann.get(), snn.get(), windows, true);
-    const SpikeStats& ss = snn->stats();
+    const SpikeStats& ss = ev.spikes;
     const double per = ss.tokens ? 1.0 / double(ss.tokens) : 0.0;
 
     fmt::print("\n== report: {} as an SNN ({} schedule, {} path, S = {}, L = {}, {} sites)\n", snn_dir.string(),

@@ -223,12 +223,12 @@ SnnSpec convert_model_on(const std::shared_ptr<const LanguageModel>& base, const
     none.sites = SiteSet::none();
     const auto ann = make_spiking_model(base, empty_spec(layout, none), RunOptions{RunMode::Float, Schedule::LayerWise, SpikePath::Count, 1});
     Calibrator cal(int(layout.n_layer), opt.per_channel);
-    ann->set_observer(&cal);
     Progress bar("calibrating", int64_t(data.size()), opt.progress);
     for (size_t i = 0; i < data.size(); ++i) {
         if (int64_t(data[i].size()) > layout.n_positions)
             fail("calibration sample {} has {} tokens, more than n_positions = {}", i, data[i].size(), layout.n_positions);
         auto st = ann->new_state(int64_t(data[i].size()));
+        ann->set_observer(*st, &cal);
         ann->forward(data[i], *st, LogitRows::None, Tensor());
         cal.tokens += data[i].size();
         bar.update(int64_t(i + 1));

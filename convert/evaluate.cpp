@@ -47,19 +47,24 @@ int64_t argmax(const float* x, int64_t V) {
     return b;
 }
 
-void all_logits(const LanguageModel& m, const std::vector<int32_t>& ids, Tensor& out) {
+// Returns the state it ran on (for its spike statistics).
+std::unique_ptr<ModelState> all_logits(const LanguageModel& m, const std::vector<int32_t>& ids, Tensor& out) {
     auto st = m.new_state(int64_t(ids.size()));
     m.forward(ids, *st, LogitRows::All, out);
+    return st;
 }
 
 }  // namespace
 
-Evaluation evaluate(const LanguageModel& ann, const LanguageModel* qann, const LanguageModel* snn,
+Evaluation evaluate(const LanguageModel& ann, const LanguageModel* qann, const SpikingModel* snn,
                     const std::vector<std::vector<int32_t>>& windows, bool progress) {
     const int64_t V = ann.info().vocab_size;
     Evaluation ev;
     if (qann) ev.qann = Fidelity{};
-    if (snn) ev.snn = Fidelity{};
+    if (snn) {
+        ev.snn = Fidelity{};
+        ev.spikes.reset(int(snn->spec().layers.size()), snn->run_options().timesteps);
+    }
     Progress bar("evaluating", int64_t(windows.size()), progress);
     std::vector<double> lm(static_cast<size_t>(V));
     std::vector<float> ann_logp;  // [T, V] the ANN's log-probabilities of the current window, computed once
@@ -122,7 +127,9 @@ Evaluation evaluate(const LanguageModel& ann, const LanguageModel* qann, const L
         }
         if (snn) {
             Tensor s = Tensor::empty({T, V}, DType::F32);
-            ev.snn->seconds += timed([&] { all_logits(*snn, ids, s); });
+            std::unique_ptr<ModelState> st;
+            ev.snn->seconds += timed([&] { st = all_logits(*snn, ids, s); });
+            ev.spikes.add(snn->stats(*st));
             score(*ev.snn, ids, s, false, qann ? &q : nullptr);
         }
         bar.update(int64_t(w + 1));

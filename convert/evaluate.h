@@ -1,5 +1,6 @@
 // Fidelity of a quantized or spiking model against its float ANN over a text: perplexity, top-1
-// agreement, KL divergence, and the largest logit difference against a reference (the QANN).
+// agreement, KL divergence, and the largest logit difference against a reference (the QANN); and
+// the spikes the SNN fired doing it.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "convert/spiking_model.h"
 #include "models/language_model.h"
 
 namespace stac {
@@ -36,11 +38,12 @@ struct Evaluation {
     Fidelity ann;                  // the ANN against itself: its perplexity
     std::optional<Fidelity> qann;  // against the ANN
     std::optional<Fidelity> snn;   // against the ANN, with max_abs_vs_ref against the QANN (when given)
+    SpikeStats spikes;             // the SNN's telemetry, summed over the states of its windows
 };
 
 // Runs the models over every window (fresh caches, one batched pass per window). `progress`
 // shows a bar on stderr.
-Evaluation evaluate(const LanguageModel& ann, const LanguageModel* qann, const LanguageModel* snn,
+Evaluation evaluate(const LanguageModel& ann, const LanguageModel* qann, const SpikingModel* snn,
                     const std::vector<std::vector<int32_t>>& windows, bool progress);
 
 }  // namespace stac

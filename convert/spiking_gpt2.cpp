@@ -37,7 +37,6 @@ SpikingGpt2::SpikingGpt2(std::shared_ptr<const LanguageModel> base, SnnSpec spec
     // The tied head as a [C, V] matrix fed by the spiking site after ln_f.
     if (spec_.sites.has(SiteKind::LmHeadIn)) lm_head_ = ExactLinear::build_head(W.lm_head, spec_.lm_head_in);
     set_run_options(run);
-    reset_stats();
 }
 
 std::unique_ptr<SpikingModel> SpikingGpt2::to(Device device) const {
@@ -71,24 +70,22 @@ std::unique_ptr<ModelState> SpikingGpt2::new_state(int64_t capacity) const {
     if (capacity <= 0) capacity = c.n_positions;
     if (capacity > c.n_positions) fail("cache capacity {} exceeds the model's n_positions = {}", capacity, c.n_positions);
     return std::make_unique<SnnState>(c.n_layer, c.n_head, c.head_dim(), capacity,
-                                      count_caches(), device());
+                                      count_caches(), run_.timesteps, device());
 }
 
 void SpikingGpt2::forward(std::span<const int32_t> ids, ModelState& state, LogitRows rows, const Tensor& logits) const {
     SnnState* st = &snn_state(state);
     const int64_t T = int64_t(ids.size()), P = st->length(), R = logit_row_count(rows, T);
     check_forward_args(info(), ids, P, st->capacity(), rows, logits, "spiking");
-    if (!device().is_cpu() && observer_)
-        fail("spiking model on {}: site observers (calibration) run on the CPU only", device().str());
     if (run_.mode == RunMode::Snn && run_.schedule == Schedule::Streaming) forward_streaming(ids, *st, rows, logits);
     else forward_layerwise(ids, *st, rows, logits);
     if (run_.mode == RunMode::Snn) {
-        stats_.tokens += T;
-        count_ann_macs(T, P, R);
+        st->stats.tokens += T;
+        count_ann_macs(st->stats, T, P, R);
     }
 }
 
-void SpikingGpt2::count_ann_macs(int64_t T, int64_t P, int64_t R) const {
+void SpikingGpt2::count_ann_macs(SpikeStats& stats, int64_t T, int64_t P, int64_t R) const {
     const Gpt2Config& c = base_->config();
     const int64_t C = c.n_embd, I = c.inner(), H = c.n_head, D = c.head_dim(), V = c.vocab_size;
     const int64_t keys = T * P + T * (T + 1) / 2;  // query-key pairs
@@ -96,7 +93,7 @@ void SpikingGpt2::count_ann_macs(int64_t T, int64_t P, int64_t R) const {
                         + 2 * H * keys * D                         // QK^T and PV
                         + 2 * T * C * kNormMacs + H * keys * kSoftmaxMacs;
     if (c.activation != Activation::Relu) per_layer += T * I * kGeluMacs;
-    stats_.ann_macs += c.n_layer * per_layer + R * C * kNormMacs + R * C * V;
+    stats.ann_macs += c.n_layer * per_layer + R * C * kNormMacs + R * C * V;
 }
 
 // ---------------------------------------------------------------- layer-wise schedule
@@ -115,7 +112,7 @@ void SpikingGpt2::forward_layerwise(std::span<const int32_t> ids, SnnState& st, 
     const Tensor x = st.buf(kX, {T, C}, DType::F32), h = st.buf(kH, {T, C}, DType::F32),
                  qkv = st.buf(kQkv, {T, 3 * C}, DType::F32), att = st.buf(kAtt, {T, C}, DType::F32),
                  mlp = st.buf(kMlp, {T, I}, DType::F32);
-    LayerwiseRun run{spec_, st, run_.mode, run_.mode == RunMode::Snn && run_.path == SpikePath::Spike, S, observer_, stats_, T, P,
+    LayerwiseRun run{spec_, st, run_.mode, run_.mode == RunMode::Snn && run_.path == SpikePath::Spike, S, T, P,
                      LayerwiseRun::scratch(st, T, std::max(C, I) + KN)};
 
     kernels::embedding(x, ids, P, W.wte, W.wpe);
@@ -133,8 +130,8 @@ void SpikingGpt2::forward_layerwise(std::span<const int32_t> ids, SnnState& st, 
         const bool relu_by_neuron = quant && spec_.sites.has(SiteKind::MlpAct) && spec_.activation == Activation::Relu;
         if (!relu_by_neuron) kernels::activation(mlp, spec_.activation);
         if (run_.mode == RunMode::Snn) {
-            stats_.snn_macs += 2 * T * C * kNormMacs;
-            if (spec_.activation != Activation::Relu) stats_.snn_macs += T * I * kGeluMacs;
+            st.stats.snn_macs += 2 * T * C * kNormMacs;
+            if (spec_.activation != Activation::Relu) st.stats.snn_macs += T * I * kGeluMacs;
         }
         run.linear(l, SiteKind::MlpAct, mlp, w.fc_proj_w, w.fc_proj_b, e.fc_proj, h);
         kernels::add(x, h);
@@ -148,17 +145,17 @@ void SpikingGpt2::head(SnnState& st, const Tensor& x, int64_t T, LogitRows rows,
     const Gpt2Config& cfg = base_->config();
     const Gpt2Weights& W = base_->weights();
     const int64_t R = logit_row_count(rows, T), C = cfg.n_embd;
-    if (observer_) {
+    if (st.observer) {
         const Tensor hall = st.buf(kH, {T, C}, DType::F32);
         kernels::layernorm(hall, x, W.lnf_g, W.lnf_b, cfg.layer_norm_epsilon);
-        observer_->observe(-1, SiteKind::LmHeadIn, hall.data<float>(), T, C);
+        st.observer->observe(-1, SiteKind::LmHeadIn, hall.data<float>(), T, C);
     }
     if (R == 0) return;
     const Tensor hr = st.buf(kH, {R, C}, DType::F32);
     kernels::layernorm(hr, x.slice_rows(T - R, T), W.lnf_g, W.lnf_b, cfg.layer_norm_epsilon);
-    if (run_.mode == RunMode::Snn) stats_.snn_macs += R * C * kNormMacs;
+    if (run_.mode == RunMode::Snn) st.stats.snn_macs += R * C * kNormMacs;
     LayerwiseRun run{spec_, st, run_.mode, run_.mode == RunMode::Snn && run_.path == SpikePath::Spike, run_.timesteps,
-                     observer_, stats_, R, st.length(), Tensor()};
+                     R, st.length(), Tensor()};
     run.head(hr, W.lm_head, lm_head_, logits);
 }
 
@@ -244,16 +241,16 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
         const SiteQuant& q = spec_.site(l, k);
         const int64_t events = kernels::neurons_step(n.v, n.n, n.spikes, in, {q.inv_t, q.n_min(), q.n_max()});
         kernels::linear_spikes(out, n.spikes.reshape({1, T, K}), ex.w, ex.mult, b_step, acc);
-        auto& t = stats_.layers[size_t(l)][size_t(k)];
+        auto& t = st.stats.layers[size_t(l)][size_t(k)];
         if (first) t.neurons += T * K;
         t.spikes += events;
         t.synops += events * N;
-        stats_.snn_macs += T * N;
+        st.stats.snn_macs += T * N;
     };
     auto attn_site = [&](int l, SiteKind k, Neurons& n, const Tensor& in, bool first) {
         const SiteQuant& q = spec_.site(l, k);
         const int64_t events = kernels::neurons_step(n.v, n.n, n.spikes, in, {q.inv_t, q.n_min(), q.n_max()});
-        auto& t = stats_.layers[size_t(l)][size_t(k)];
+        auto& t = st.stats.layers[size_t(l)][size_t(k)];
         if (first) t.neurons += in.numel();
         t.spikes += events;
         return events;
@@ -290,12 +287,12 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
             kernels::dequantize_heads(x.of, oi, ex.pv_mult);
             kernels::td_emit(eo, x.of, x.po);
             const double keys = double(P) + double(T + 1) / 2, queries = double(T + 1) / 2;
-            auto& tl = stats_.layers[size_t(l)];
+            auto& tl = st.stats.layers[size_t(l)];
             tl[size_t(SiteKind::Q)].synops += int64_t(double(eq) * keys);
             tl[size_t(SiteKind::K)].synops += int64_t(double(ek) * queries);
             tl[size_t(SiteKind::V)].synops += int64_t(double(ev) * queries);
             tl[size_t(SiteKind::Probs)].synops += epv * cfg.head_dim();
-            stats_.snn_macs += H * pairs * (1 + kSoftmaxMacs) + T * C + 2 * T * C * kNormMacs;
+            st.stats.snn_macs += H * pairs * (1 + kSoftmaxMacs) + T * C + 2 * T * C * kNormMacs;
             site_step(l, SiteKind::AttnOut, x.o, eo, w.proj_w, x.b_proj, ex.proj, y, first);
             kernels::add(inc, y);
             // ln_2 and the MLP
@@ -311,7 +308,7 @@ void SpikingGpt2::forward_streaming(std::span<const int32_t> ids, SnnState& st, 
                 kernels::activation(x.g, spec_.activation);
                 kernels::td_emit(eg, x.g, x.pg);
                 hin = &eg;
-                if (spec_.activation != Activation::Relu) stats_.snn_macs += T * I * kGeluMacs;
+                if (spec_.activation != Activation::Relu) st.stats.snn_macs += T * I * kGeluMacs;
             }
             site_step(l, SiteKind::MlpAct, x.h, *hin, w.fc_proj_w, x.b_fcp, ex.fc_proj, y, first);
             kernels::add(inc, y);

@@ -44,7 +44,7 @@ private:
     void forward_layerwise(std::span<const int32_t> ids, class SnnState& st, LogitRows rows, const Tensor& logits) const;
     void forward_streaming(std::span<const int32_t> ids, class SnnState& st, LogitRows rows, const Tensor& logits) const;
     void head(class SnnState& st, const Tensor& x, int64_t T, LogitRows rows, const Tensor& logits) const;
-    void count_ann_macs(int64_t T, int64_t P, int64_t R) const;
+    void count_ann_macs(SpikeStats& stats, int64_t T, int64_t P, int64_t R) const;
 
     std::shared_ptr<const Gpt2Model> base_;
     std::vector<Layer> layers_;

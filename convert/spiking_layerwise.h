@@ -24,12 +24,14 @@ enum Slot : int {
     kStreamBase,                                     // first slot of the streaming schedule's state
 };
 
-// The cache of one conversation: per layer K and V of the G key/value heads, as counts (I8) of
-// finished tokens when the attention sites spike, else floats; plus the forward's scratch; all on
-// the model's device.
+// The state of one conversation: per layer K and V of the G key/value heads, as counts (I8) of
+// finished tokens when the attention sites spike, else floats; the forward's scratch; all on the
+// model's device. Beside them, on the host, what the conversation counted (spike statistics at S
+// timesteps) and who watches its sites (calibration): clear() and truncate() empty the cache
+// only, so a window shift or a /reset adds to the same statistics.
 class SnnState final : public ModelState {
 public:
-    SnnState(int64_t n_layer, int64_t G, int64_t D, int64_t cap, bool count_caches, Device device)
+    SnnState(int64_t n_layer, int64_t G, int64_t D, int64_t cap, bool count_caches, int S, Device device)
         : cap_(cap), counts_(count_caches), device_(device) {
         const DType dt = count_caches ? DType::I8 : DType::F32;
         for (int64_t l = 0; l < n_layer; ++l) {
@@ -37,6 +39,7 @@ public:
             v.push_back(Tensor::zeros({G, cap, D}, dt, device));
         }
         slots_.resize(kStreamBase);
+        stats.reset(int(n_layer), S);
     }
     int64_t length() const override { return len_; }
     int64_t capacity() const override { return cap_; }
@@ -60,6 +63,8 @@ public:
 
     std::vector<Tensor> k, v;  // per layer [G, cap, D]: counts (I8) of finished tokens, or floats
     int64_t len_ = 0;
+    SpikeStats stats;                  // every forward on this state adds to it
+    SiteObserver* observer = nullptr;  // sees the float values at every site (Float mode, CPU)
 
 private:
     int64_t cap_;
@@ -78,15 +83,13 @@ struct AttentionMults {
 };
 
 // One layer-wise forward of T tokens on top of P cached ones (DESIGN §5): what a site does in
-// each run mode, and the telemetry it records.
+// each run mode, and the telemetry it records (in st.stats; st.observer sees the sites).
 struct LayerwiseRun {
     const SnnSpec& spec;
     SnnState& st;
     RunMode mode;
     bool spike;  // SNN on the spike path
     int S;
-    SiteObserver* obs;
-    SpikeStats& stats;
     int64_t T, P;
     // F64 scratch of the exact linear layers on the CPU (at least T * (K + N) for every layer);
     // undefined on a GPU, whose kernels draw their own (see scratch()).

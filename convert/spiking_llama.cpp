@@ -34,7 +34,6 @@ SpikingLlama::SpikingLlama(std::shared_ptr<const LanguageModel> base, SnnSpec sp
     }
     if (spec_.sites.has(SiteKind::LmHeadIn)) lm_head_ = ExactLinear::build_head(W.lm_head, spec_.lm_head_in);
     set_run_options(run);
-    reset_stats();
 }
 
 std::unique_ptr<SpikingModel> SpikingLlama::to(Device device) const {
@@ -53,10 +52,10 @@ std::unique_ptr<ModelState> SpikingLlama::new_state(int64_t capacity) const {
     if (capacity > c.n_positions)
         fail("cache capacity {} exceeds the model's max_position_embeddings = {}", capacity, c.n_positions);
     return std::make_unique<SnnState>(c.n_layer, c.n_kv_head, c.head_dim(), capacity,
-                                      count_caches(), Device::cpu());
+                                      count_caches(), run_.timesteps, Device::cpu());
 }
 
-void SpikingLlama::count_ann_macs(int64_t T, int64_t P, int64_t R) const {
+void SpikingLlama::count_ann_macs(SpikeStats& stats, int64_t T, int64_t P, int64_t R) const {
     const LlamaConfig& c = base_->config();
     const int64_t C = c.hidden, I = c.intermediate, H = c.n_head, G = c.n_kv_head, D = c.head_dim(), V = c.vocab_size;
     const int64_t keys = T * P + T * (T + 1) / 2;  // query-key pairs
@@ -64,7 +63,7 @@ void SpikingLlama::count_ann_macs(int64_t T, int64_t P, int64_t R) const {
                               + 2 * H * keys * D                                     // QK^T and PV
                               + 2 * T * C * kNormMacs + H * keys * kSoftmaxMacs + T * I * kSiluGateMacs
                               + T * (H + G) * D * 2;  // RoPE
-    stats_.ann_macs += c.n_layer * per_layer + R * C * kNormMacs + R * C * V;
+    stats.ann_macs += c.n_layer * per_layer + R * C * kNormMacs + R * C * V;
 }
 
 void SpikingLlama::forward(std::span<const int32_t> ids, ModelState& state, LogitRows rows, const Tensor& logits) const {
@@ -83,7 +82,7 @@ void SpikingLlama::forward(std::span<const int32_t> ids, ModelState& state, Logi
     const Tensor x = st->buf(kX, {T, C}, DType::F32), h = st->buf(kH, {T, C}, DType::F32),
                  qkv = st->buf(kQkv, {T, cfg.qkv_width()}, DType::F32), att = st->buf(kAtt, {T, H * D}, DType::F32),
                  gu = st->buf(kGu, {T, 2 * I}, DType::F32), mlp = st->buf(kMlp, {T, I}, DType::F32);
-    LayerwiseRun run{spec_, *st, run_.mode, snn && run_.path == SpikePath::Spike, S, observer_, stats_, T, P,
+    LayerwiseRun run{spec_, *st, run_.mode, snn && run_.path == SpikePath::Spike, S, T, P,
                      LayerwiseRun::scratch(*st, T, std::max({C, H * D, I}) + KN)};
 
     kernels::embedding(x, ids, P, W.embed, Tensor());
@@ -102,24 +101,24 @@ void SpikingLlama::forward(std::span<const int32_t> ids, ModelState& state, Logi
         kernels::silu_gate(mlp, gu);
         run.linear(l, SiteKind::MlpAct, mlp, w.w_down, Tensor(), e.down, h);
         kernels::add(x, h);
-        if (snn) stats_.snn_macs += 2 * T * C * kNormMacs + T * I * kSiluGateMacs + T * (H + G) * D * 2;  // norms, gate, RoPE
+        if (snn) st->stats.snn_macs += 2 * T * C * kNormMacs + T * I * kSiluGateMacs + T * (H + G) * D * 2;  // norms, gate, RoPE
     }
     // Final RMSNorm and the head for the rows that need logits (all rows when observing).
-    if (observer_) {
+    if (st->observer) {
         const Tensor hall = st->buf(kH, {T, C}, DType::F32);
         kernels::rmsnorm(hall, x, W.norm, cfg.rms_norm_eps);
-        observer_->observe(-1, SiteKind::LmHeadIn, hall.data<float>(), T, C);
+        st->observer->observe(-1, SiteKind::LmHeadIn, hall.data<float>(), T, C);
     }
     if (R > 0) {
         const Tensor hr = st->buf(kH, {R, C}, DType::F32);
         kernels::rmsnorm(hr, x.slice_rows(T - R, T), W.norm, cfg.rms_norm_eps);
-        if (snn) stats_.snn_macs += R * C * kNormMacs;
+        if (snn) st->stats.snn_macs += R * C * kNormMacs;
         run.head(hr, W.lm_head, lm_head_, logits);
     }
     st->len_ = P + T;
     if (snn) {
-        stats_.tokens += T;
-        count_ann_macs(T, P, R);
+        st->stats.tokens += T;
+        count_ann_macs(st->stats, T, P, R);
     }
 }
 

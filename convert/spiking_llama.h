@@ -41,7 +41,7 @@ public:
 
 private:
     void check_run_options(const RunOptions& run) const override;
-    void count_ann_macs(int64_t T, int64_t P, int64_t R) const;
+    void count_ann_macs(SpikeStats& stats, int64_t T, int64_t P, int64_t R) const;
     struct Layer {
         ExactLinear qkv, o, gate_up, down;
         Tensor qk_mult, pv_mult;  // F32 [H]: s_q(h) s_k(g) / sqrt(D), s_p s_v(g)

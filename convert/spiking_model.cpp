@@ -69,7 +69,7 @@ void SpikeStats::add(const SpikeStats& o) {
 }
 
 SpikeStats SpikeStats::since(const SpikeStats& before) const {
-    if (before.layers.size() != layers.size()) return *this;
+    if (before.layers.size() != layers.size() || before.timesteps != timesteps) return *this;
     SpikeStats d = *this;
     d.tokens -= before.tokens, d.snn_macs -= before.snn_macs, d.ann_macs -= before.ann_macs;
     for (size_t l = 0; l < layers.size(); ++l)
@@ -179,7 +179,6 @@ void SpikingModel::set_run_options(const RunOptions& run) {
         fail("the streaming schedule cannot run a token-scaled SNN (a token's factor needs its whole input first); "
              "use --schedule layerwise, or convert with --token-scale off");
     run_ = run;
-    if (stats_.timesteps != run.timesteps) reset_stats();
 }
 
 SnnState& SpikingModel::snn_state(ModelState& state) const {
@@ -189,10 +188,28 @@ SnnState& SpikingModel::snn_state(ModelState& state) const {
         fail("spiking forward: the state was made for {} caches; make a new state after changing the run mode",
              st->count_caches() ? "count" : "float");
     if (st->device() != device()) fail("spiking forward: the state is on {}, the model on {}", st->device().str(), device().str());
+    if (st->stats.timesteps != run_.timesteps) st->stats.reset(int(spec_.layers.size()), run_.timesteps);
     return *st;
 }
 
-void SpikingModel::reset_stats() const { stats_.reset(int(spec_.layers.size()), run_.timesteps); }
+const SpikeStats& SpikingModel::stats(const ModelState& state) const {
+    const auto* st = dynamic_cast<const SnnState*>(&state);
+    if (!st) fail("spike statistics: the state was not made by a spiking model");
+    if (st->stats.layers.size() != spec_.layers.size() + 1)
+        fail("spike statistics: the state counts {} layers, the model has {}", int64_t(st->stats.layers.size()) - 1,
+             spec_.layers.size());
+    return st->stats;
+}
+
+void SpikingModel::reset_stats(ModelState& state) const {
+    snn_state(state).stats.reset(int(spec_.layers.size()), run_.timesteps);
+}
+
+void SpikingModel::set_observer(ModelState& state, SiteObserver* o) const {
+    if (o && !device().is_cpu())
+        fail("spiking model on {}: site observers (calibration) run on the CPU only", device().str());
+    snn_state(state).observer = o;
+}
 
 void SpikingModel::check_spec(const SiteLayout& layout) const {
     if (spec_.architecture != layout.architecture)
@@ -285,14 +302,14 @@ int64_t LayerwiseRun::counts(int l, SiteKind k, const Tensor& x_in, const Tensor
         row_scale = st.buf(probs ? kRowP : kRow, {R}, DType::F32);
         x = st.buf(kXs, {R, N}, DType::F32, probs ? R * cap : 0);
         kernels::token_scale(row_scale, x, x_in, b);
-        if (mode == RunMode::Snn) stats.snn_macs += R * N;  // x / r
+        if (mode == RunMode::Snn) st.stats.snn_macs += R * N;  // x / r
     }
     if (mode == RunMode::Qann) {
         kernels::quantize(counts, x, b);
         return 0;
     }
     const int64_t events = kernels::neurons_layerwise(counts, spikes, x, b, S);
-    auto& t = stats.layers[l < 0 ? stats.layers.size() - 1 : size_t(l)][size_t(k)];
+    auto& t = st.stats.layers[l < 0 ? st.stats.layers.size() - 1 : size_t(l)][size_t(k)];
     t.neurons += x.numel();
     t.spikes += events;
     return events;
@@ -301,7 +318,7 @@ int64_t LayerwiseRun::counts(int l, SiteKind k, const Tensor& x_in, const Tensor
 void LayerwiseRun::linear(int l, SiteKind k, const Tensor& in, const Tensor& w, const Tensor& b, const ExactLinear& e,
                           const Tensor& out) {
     const int64_t K = in.dim(1), N = out.dim(1);
-    if (obs) obs->observe(l, k, in.data<float>(), T, K);
+    if (SiteObserver* obs = st.observer) obs->observe(l, k, in.data<float>(), T, K);
     if (!quant() || !spec.sites.has(k)) {
         kernels::linear(out, in, w, b);
         return;
@@ -315,14 +332,15 @@ void LayerwiseRun::linear(int l, SiteKind k, const Tensor& in, const Tensor& w, 
     else kernels::linear_counts(out, c, e.w, e.mult, bias, dbl);
     if (row_scale.defined()) kernels::rescale_rows(out, row_scale, e.bias);
     if (mode == RunMode::Snn) {
-        stats.layers[size_t(l)][size_t(k)].synops += events * N;
-        stats.snn_macs += T * N * (row_scale.defined() ? 2 : 1);  // float(acc) * mult + b (and * r)
+        st.stats.layers[size_t(l)][size_t(k)].synops += events * N;
+        st.stats.snn_macs += T * N * (row_scale.defined() ? 2 : 1);  // float(acc) * mult + b (and * r)
     }
 }
 
 void LayerwiseRun::attention(int l, const Tensor& qkv, int64_t H, int64_t G, int64_t D, float scale,
                              const AttentionMults& m, const Tensor& att) {
     const int64_t L = P + T, Cq = H * D, Ckv = G * D, cap = st.capacity();
+    SiteObserver* const obs = st.observer;
     // Split q, k, v into contiguous buffers (sites and observers see one tensor each).
     // qf: [T, H D]; kf, vf: [T, G D]
     const Tensor qf = st.buf(kQf, {T, Cq}, DType::F32), kf = st.buf(kKf, {T, Ckv}, DType::F32),
@@ -374,25 +392,25 @@ void LayerwiseRun::attention(int l, const Tensor& qkv, int64_t H, int64_t G, int
     kernels::dequantize_heads(att, oi, m.pv);
     if (row_scale.defined()) kernels::rescale_head_rows(att, row_scale.reshape({H, T}));
     if (mode == RunMode::Snn) {
-        if (row_scale.defined()) stats.snn_macs += T * Cq;  // * r
+        if (row_scale.defined()) st.stats.snn_macs += T * Cq;  // * r
         // Fan-out: a query spike meets every visible key, a key or value spike every chunk query
         // that sees it (in each of the H / G query heads of its group), a probability spike one
         // value row (D).
         const double keys = double(P) + double(T + 1) / 2, queries = double(T + 1) / 2 * double(H / G);
-        auto& t = stats.layers[size_t(l)];
+        auto& t = st.stats.layers[size_t(l)];
         t[size_t(SiteKind::Q)].synops += int64_t(double(eq) * keys);
         t[size_t(SiteKind::K)].synops += int64_t(double(ek) * queries);
         t[size_t(SiteKind::V)].synops += int64_t(double(ev) * queries);
         t[size_t(SiteKind::Probs)].synops += ep * D;
         const int64_t pairs = T * P + T * (T + 1) / 2;
-        stats.snn_macs += H * pairs * (1 + kSoftmaxMacs) + T * Cq;  // dequantize + softmax, dequantize PV
+        st.stats.snn_macs += H * pairs * (1 + kSoftmaxMacs) + T * Cq;  // dequantize + softmax, dequantize PV
     }
 }
 
 void LayerwiseRun::head(const Tensor& hr, const Tensor& head, const ExactLinear& e, const Tensor& logits) {
     const int64_t R = hr.dim(0), C = hr.dim(1), V = head.dim(0);
     const bool site = quant() && spec.sites.has(SiteKind::LmHeadIn);
-    if (mode == RunMode::Snn) stats.snn_macs += site ? R * V : R * C * V;
+    if (mode == RunMode::Snn) st.stats.snn_macs += site ? R * V : R * C * V;
     const bool here = logits.device() == st.device();
     const Tensor out = here ? logits : st.buf(kLogits, {R, V}, DType::F32);
     auto deliver = [&] {
@@ -411,7 +429,7 @@ void LayerwiseRun::head(const Tensor& hr, const Tensor& head, const ExactLinear&
     else kernels::linear_counts(out, c, e.w, e.mult, Tensor(), d);
     if (row_scale.defined()) kernels::rescale_rows(out, row_scale, Tensor());
     deliver();
-    if (mode == RunMode::Snn) stats.layers.back()[size_t(SiteKind::LmHeadIn)].synops += events * V;
+    if (mode == RunMode::Snn) st.stats.layers.back()[size_t(SiteKind::LmHeadIn)].synops += events * V;
 }
 
 }  // namespace stac

@@ -70,7 +70,8 @@ struct SnnSpec {
     }
 };
 
-// Spikes, synaptic operations and the MACs that remain, per layer and site (DESIGN §5).
+// Spikes, synaptic operations and the MACs that remain, per layer and site (DESIGN §5). Counted
+// per conversation: each state of a spiking model holds the telemetry of the forwards run on it.
 struct SiteTelemetry {
     int64_t neurons = 0;  // neurons that ran (each for S steps)
     int64_t spikes = 0;   // spike events, +1 and -1 alike
@@ -86,7 +87,9 @@ struct SpikeStats {
 
     void reset(int n_layer, int S);
     void add(const SpikeStats& o);
-    SpikeStats since(const SpikeStats& before) const;  // what was counted after `before` was taken
+    // What was counted after `before` was taken; all of *this when the counts started over since
+    // (another shape or S).
+    SpikeStats since(const SpikeStats& before) const;
     int64_t total_spikes() const;
     int64_t total_synops() const;
     int64_t total_neurons() const;
@@ -131,11 +134,14 @@ public:
     // runs every mode and schedule on a GPU; a Llama runs on the CPU only and refuses a GPU. Site
     // observers (calibration) run on the CPU only.
     virtual std::unique_ptr<SpikingModel> to(Device device) const = 0;
-    // Sites observed while the model runs (Float mode: calibration).
-    void set_observer(SiteObserver* o) const { observer_ = o; }
-    // Telemetry of everything run since the last reset.
-    SpikeStats& stats() const { return stats_; }
-    void reset_stats() const;
+    // Telemetry of what ran on `state` (a state a spiking model made) since it was made or its
+    // statistics were reset: each conversation counts its own, and the model counts nothing. A
+    // forward at another S than the state's statistics were counted at starts them over.
+    const SpikeStats& stats(const ModelState& state) const;
+    void reset_stats(ModelState& state) const;
+    // Sites observed while the model runs on `state` (Float mode: calibration); nullptr: none.
+    // Observers run on the CPU only.
+    void set_observer(ModelState& state, SiteObserver* o) const;
 
 protected:
     explicit SpikingModel(SnnSpec spec) : spec_(std::move(spec)) {}
@@ -147,12 +153,11 @@ protected:
     bool count_caches() const { return run_.mode != RunMode::Float && spec_.sites.attention(); }
     // `state` as the SnnState a forward needs: made by a spiking model, for the current mode's
     // caches and on this model's device; throws stac::Error saying which is wrong otherwise.
+    // Starts its statistics over when they were counted at another S.
     class SnnState& snn_state(ModelState& state) const;
 
     SnnSpec spec_;
     RunOptions run_;
-    mutable SiteObserver* observer_ = nullptr;
-    mutable SpikeStats stats_;
 };
 
 // The site layout of a float model (GPT-2 or Llama); throws for any other architecture.

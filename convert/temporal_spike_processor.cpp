@@ -1,16 +1,25 @@
 #include "convert/temporal_spike_processor.h"
 
+#include <algorithm>
+#include <optional>
+
 #include "core/error.h"
 
 namespace stac {
 
-TemporalSpikeProcessor::TemporalSpikeProcessor(std::shared_ptr<const SpikingModel> snn, int64_t max_context_length)
-    : snn_(std::move(snn)) {
-    const int64_t n = snn_->info().n_positions;
+namespace {
+int64_t checked_max_context(const SpikingModel& snn, int64_t max_context_length) {
+    const int64_t n = snn.info().n_positions;
     if (max_context_length < 0 || max_context_length > n)
         fail("max_context_length {} out of range [0, {}]", max_context_length, n);
-    max_context_ = max_context_length == 0 ? n : max_context_length;
+    return max_context_length == 0 ? n : max_context_length;
 }
+}  // namespace
+
+TemporalSpikeProcessor::TemporalSpikeProcessor(std::shared_ptr<const SpikingModel> snn, int64_t max_context_length)
+    : snn_(std::move(snn)),
+      max_context_(checked_max_context(*snn_, max_context_length)),
+      conversations_(*snn_, max_context_) {}
 
 TspOutput TemporalSpikeProcessor::forward(std::span<const int32_t> ids, std::span<const uint8_t> mask, bool use_cache,
                                           int64_t batch_id, LogitRows rows) {
@@ -23,36 +32,34 @@ TspOutput TemporalSpikeProcessor::forward(std::span<const int32_t> ids, std::spa
     if (kept.empty()) fail("nothing to run: every token is masked out");
     const int64_t T = int64_t(kept.size()), V = snn_->info().vocab_size;
 
-    const SpikeStats before = snn_->stats();
     TspOutput out;
     Tensor all = Tensor::empty({T, V}, DType::F32);
-    if (use_cache) {
-        auto it = sessions_.find(batch_id);
-        if (it == sessions_.end()) it = sessions_.emplace(batch_id, std::make_unique<Session>(*snn_, max_context_)).first;
-        Session& s = *it->second;
-        out.window = s.feed_all(kept, all);
-        for (int64_t p = s.position() - T; p < s.position(); ++p) out.position_ids.push_back(int32_t(std::max<int64_t>(p, -1)));
-    } else {
-        Session s(*snn_, max_context_);
-        out.window = s.feed_all(kept, all);
-        for (int64_t p = s.position() - T; p < s.position(); ++p) out.position_ids.push_back(int32_t(std::max<int64_t>(p, -1)));
-    }
+    std::optional<Session> alone;
+    Session& s = use_cache ? conversations_.get(batch_id) : alone.emplace(*snn_, max_context_);
+    const SpikeStats before = snn_->stats(s.state());
+    out.window = s.feed_all(kept, all);
+    for (int64_t p = s.position() - T; p < s.position(); ++p) out.position_ids.push_back(int32_t(std::max<int64_t>(p, -1)));
     out.logits = rows == LogitRows::All ? all : all.slice_rows(T - 1, T);
-    out.stats = snn_->stats().since(before);  // this call's statistics
+    out.stats = snn_->stats(s.state()).since(before);  // this call's statistics: its own state's counts
     return out;
 }
 
-void TemporalSpikeProcessor::reset_cache(int64_t batch_id) { sessions_.erase(batch_id); }
-
 int64_t TemporalSpikeProcessor::cache_length(int64_t batch_id) const {
-    const auto it = sessions_.find(batch_id);
-    return it == sessions_.end() ? 0 : it->second->position();
+    const Session* s = conversations_.find(batch_id);
+    return s ? s->position() : 0;
 }
 
 std::vector<int32_t> TemporalSpikeProcessor::position_ids(int64_t batch_id) const {
     std::vector<int32_t> p(size_t(cache_length(batch_id)));
     for (size_t i = 0; i < p.size(); ++i) p[i] = int32_t(i);
     return p;
+}
+
+SpikeStats TemporalSpikeProcessor::stats(int64_t batch_id) const {
+    if (const Session* s = conversations_.find(batch_id)) return snn_->stats(s->state());
+    SpikeStats none;
+    none.reset(int(snn_->spec().layers.size()), timesteps());
+    return none;
 }
 
 }  // namespace stac

@@ -1,10 +1,10 @@
 // TemporalSpikeProcessor: runs a spiking model (GPT-2 or Llama) over S timesteps per chunk of tokens for
-// multi-turn conversations: per-conversation caches (batch ids), exact positions that continue
-// across turns, the context-window policy of DESIGN §4, and the spike statistics of every call.
+// multi-turn conversations: per-conversation caches (batch ids, held as Conversations), exact
+// positions that continue across turns, the context-window policy of DESIGN §4, and the spike
+// statistics of every call and of every conversation.
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <span>
 #include <vector>
@@ -29,22 +29,27 @@ public:
     // Runs `ids` for conversation `batch_id`. attention_mask (optional, one entry per id) marks
     // padding with 0: those tokens are left out, as if never sent. use_cache = false runs the
     // chunk alone on a fresh cache (the conversation's cache is neither read nor changed).
+    // The output's statistics are what this call counted on the state it ran on: another
+    // conversation's calls, or another processor's on the same model, never enter them.
     TspOutput forward(std::span<const int32_t> ids, std::span<const uint8_t> attention_mask = {}, bool use_cache = true,
                       int64_t batch_id = 0, LogitRows rows = LogitRows::Last);
 
-    void reset_cache(int64_t batch_id);
-    void reset_all() { sessions_.clear(); }
+    void reset_cache(int64_t batch_id) { conversations_.reset(batch_id); }
+    void reset_all() { conversations_.clear(); }
     // Positions of the tokens in the conversation's cache: 0 .. length - 1.
     std::vector<int32_t> position_ids(int64_t batch_id) const;
     int64_t cache_length(int64_t batch_id) const;
+    // What the conversation's cached calls counted since it began (or was reset); empty counts
+    // when there is no such conversation.
+    SpikeStats stats(int64_t batch_id) const;
     int64_t max_context_length() const { return max_context_; }
     int timesteps() const { return snn_->run_options().timesteps; }
-    size_t conversations() const { return sessions_.size(); }
+    size_t conversations() const { return conversations_.size(); }
 
 private:
     std::shared_ptr<const SpikingModel> snn_;
     int64_t max_context_;
-    std::map<int64_t, std::unique_ptr<Session>> sessions_;
+    Conversations conversations_;
 };
 
 }  // namespace stac

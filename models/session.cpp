@@ -107,6 +107,11 @@ Session& Conversations::get(int64_t id) {
     return *it->second;
 }
 
+const Session* Conversations::find(int64_t id) const {
+    const auto it = slots_.find(id);
+    return it == slots_.end() ? nullptr : it->second.get();
+}
+
 void Conversations::reset(int64_t id) { slots_.erase(id); }
 
 }  // namespace stac

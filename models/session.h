@@ -42,6 +42,7 @@ public:
     void reset();
     const LanguageModel& model() const { return *model_; }
     ModelState& state() { return *state_; }
+    const ModelState& state() const { return *state_; }
 
 private:
     const LanguageModel* model_;
@@ -60,8 +61,10 @@ public:
     explicit Conversations(const LanguageModel& model, int64_t max_context = 0)
         : model_(&model), max_context_(max_context) {}
     Session& get(int64_t id);  // made on first use
+    const Session* find(int64_t id) const;  // nullptr when there is none
     bool contains(int64_t id) const { return slots_.count(id) != 0; }
     void reset(int64_t id);    // frees the slot
+    void clear() { slots_.clear(); }  // frees every slot
     size_t size() const { return slots_.size(); }
 
 private:

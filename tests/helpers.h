@@ -183,19 +183,26 @@ inline std::vector<std::vector<int32_t>> random_token_samples(int n, int len, in
     return out;
 }
 
-// All-position logits [T * V] of `m` over ids from an empty cache: one batched pass (chunk 0), or
-// chunks of `chunk` tokens through the cache.
-inline std::vector<float> chunked_logits(const LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk = 0) {
+// All-position logits [T * V] of `m` over ids on `st` (a state of m; empty for the logits of ids
+// alone): one batched pass (chunk 0), or chunks of `chunk` tokens through the cache. The state
+// stays the caller's, to read what it counted (a spiking model's statistics).
+inline std::vector<float> chunked_logits(const LanguageModel& m, ModelState& st, const std::vector<int32_t>& ids,
+                                         int64_t chunk = 0) {
     const int64_t T = int64_t(ids.size()), V = m.info().vocab_size;
     std::vector<float> out(size_t(T * V));
-    auto st = m.new_state();
     if (chunk == 0) chunk = T;
     for (int64_t t = 0; t < T; t += chunk) {
         const int64_t n = std::min(chunk, T - t);
         Tensor lg = Tensor::view_of(out.data() + t * V, {n, V}, DType::F32, Device::cpu(), nullptr);
-        m.forward(std::span<const int32_t>(ids).subspan(size_t(t), size_t(n)), *st, LogitRows::All, lg);
+        m.forward(std::span<const int32_t>(ids).subspan(size_t(t), size_t(n)), st, LogitRows::All, lg);
     }
     return out;
+}
+
+// The same from a fresh cache.
+inline std::vector<float> chunked_logits(const LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk = 0) {
+    auto st = m.new_state();
+    return chunked_logits(m, *st, ids, chunk);
 }
 
 }  // namespace stac::test

@@ -733,7 +733,6 @@ TEST_CASE("convert: TemporalSpikeProcessor conversations") {
     };
 
     SUBCASE("positions continue across calls; statistics per call") {
-        snn->reset_stats();
         TemporalSpikeProcessor tsp(snn);
         CHECK(tsp.timesteps() == 8);
         CHECK(tsp.max_context_length() == base->config().n_positions);
@@ -753,8 +752,8 @@ TEST_CASE("convert: TemporalSpikeProcessor conversations") {
         s.feed_all(b, rb);
         CHECK(bit_equal(to_vec(y.logits), std::vector<float>(s.logits().begin(), s.logits().end())));
         CHECK(bit_equal(to_vec(x.logits), to_vec(ra.slice_rows(5, 6))));
-        // Statistics of each call: its own tokens and spikes; the Session above ran the same chunks
-        // again, so the model counted each call's spikes twice.
+        // Statistics of each call: its own tokens and spikes; the conversation's add them up, and
+        // the Session above, which ran the same chunks on its own state, counted the same.
         CHECK(x.stats.tokens == 6);
         CHECK(y.stats.tokens == 5);
         CHECK(x.stats.total_spikes() > 0);
@@ -762,8 +761,12 @@ TEST_CASE("convert: TemporalSpikeProcessor conversations") {
         CHECK(x.stats.total_synops() >= x.stats.total_spikes());
         CHECK(x.stats.firing_rate() > 0.0);
         CHECK(x.stats.firing_rate() < 1.0);
-        CHECK(snn->stats().total_spikes() == 2 * (x.stats.total_spikes() + y.stats.total_spikes()));
-        CHECK(snn->stats().tokens == 22);
+        SpikeStats sum = x.stats;
+        sum.add(y.stats);
+        CHECK(tsp.stats(0).to_json(true) == sum.to_json(true));
+        CHECK(snn->stats(s.state()).to_json(true) == sum.to_json(true));
+        CHECK(tsp.stats(0).tokens == 11);
+        CHECK(tsp.stats(7).tokens == 0);  // no such conversation
         const auto one = last_row(cat(a, b));
         CHECK(max_abs_diff(y.logits.data<float>(), one.data(), size_t(V)) <= 1e-4f);
     }
@@ -830,6 +833,40 @@ TEST_CASE("convert: TemporalSpikeProcessor conversations") {
         CHECK(tsp.cache_length(2) == 10);
         tsp.reset_all();
         CHECK(tsp.conversations() == 0);
+    }
+    SUBCASE("interleaved conversations on one model: each call and each conversation counts only its own spikes") {
+        // Conversations 1 and 2 of one processor, and a second processor, all on one model, their
+        // calls interleaved; against each conversation run alone on a model of its own. The
+        // model's counters used to be shared: a conversation's totals then held the others' too.
+        TemporalSpikeProcessor tsp(snn), other(snn);
+        const TspOutput x1 = tsp.forward(a, {}, true, 1);
+        const TspOutput x2 = tsp.forward(c, {}, true, 2);
+        const SpikeStats one_after_a = tsp.stats(1);
+        other.forward(b);
+        const TspOutput y2 = tsp.forward(a, {}, true, 2);
+        CHECK(tsp.stats(1).to_json(true) == one_after_a.to_json(true));  // 2's calls and the other processor's left 1 alone
+        const TspOutput y1 = tsp.forward(b, {}, true, 1);
+        const TspOutput z = other.forward(c, {}, false);
+
+        const auto own = std::make_shared<SpikingGpt2>(base, spec, snn->run_options());
+        TemporalSpikeProcessor one(own), two(own), three(own);
+        const TspOutput r1a = one.forward(a), r1b = one.forward(b), r2c = two.forward(c), r2a = two.forward(a);
+        const TspOutput rz = three.forward(c);
+        CHECK(x1.stats.to_json(true) == r1a.stats.to_json(true));
+        CHECK(y1.stats.to_json(true) == r1b.stats.to_json(true));
+        CHECK(x2.stats.to_json(true) == r2c.stats.to_json(true));
+        CHECK(y2.stats.to_json(true) == r2a.stats.to_json(true));
+        CHECK(z.stats.to_json(true) == rz.stats.to_json(true));  // use_cache = false: a fresh state of its own
+        CHECK(tsp.stats(1).to_json(true) == one.stats(0).to_json(true));
+        CHECK(tsp.stats(2).to_json(true) == two.stats(0).to_json(true));
+        CHECK(tsp.stats(1).tokens == 11);
+        CHECK(tsp.stats(2).tokens == 10);
+        CHECK(other.stats(0).tokens == 5);
+        CHECK(y1.stats.total_spikes() > 0);
+        // A reset conversation starts counting again.
+        tsp.reset_cache(1);
+        CHECK(tsp.stats(1).total_spikes() == 0);
+        CHECK(tsp.forward(a, {}, true, 1).stats.to_json(true) == r1a.stats.to_json(true));
     }
     SUBCASE("LogitRows::All: [T, V] whose last row is the Last result") {
         TemporalSpikeProcessor p(snn), q(snn);
@@ -926,6 +963,17 @@ TEST_CASE("convert: evaluate() perplexity, agreement, KL and the SNN against its
     const json j = ev.snn->to_json();
     CHECK(j["positions"] == positions);
     CHECK(j["max_abs_logit_diff_vs_reference"] == 0.0);
+    // The SNN's spikes: those of every window, each on a state of its own.
+    SpikeStats sum;
+    for (const auto& w : windows) {
+        const auto ws = snn.new_state();
+        chunked_logits(snn, *ws, w);
+        sum.add(snn.stats(*ws));
+    }
+    CHECK(ev.spikes.tokens == 50);
+    CHECK(ev.spikes.timesteps == 8);
+    CHECK(ev.spikes.total_spikes() > 0);
+    CHECK(ev.spikes.to_json(true) == sum.to_json(true));
 
     // The ANN as its own "QANN": the KL is really computed and is 0 (up to the f32 rounding of the
     // ANN's stored log-probabilities), agreement 1, the same perplexity.

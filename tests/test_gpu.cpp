@@ -644,9 +644,11 @@ TEST_SUITE("gpu") {
             const int64_t V = base->info().vocab_size, T = 20;
             std::vector<int32_t> ids;
             for (int64_t t = 0; t < T; ++t) ids.push_back(int32_t((t * 37 + 11) % V));
-            auto logits = [&](const SpikingModel& m) {
+            // On `st` when given (to read its spike statistics), else on a fresh state.
+            auto logits = [&](const SpikingModel& m, ModelState* st = nullptr) {
                 Tensor l = Tensor::empty({T, V}, DType::F32);
-                auto st = m.new_state();
+                std::unique_ptr<ModelState> own;
+                if (!st) own = m.new_state(), st = own.get();
                 m.forward(ids, *st, LogitRows::All, l);
                 return l;
             };
@@ -657,10 +659,11 @@ TEST_SUITE("gpu") {
             const auto gpu_q = cpu_q.to(kGpu), gpu_f = cpu_f.to(kGpu);
             const auto gpu_s = make(RunMode::Snn, SpikePath::Spike).to(kGpu), gpu_c = make(RunMode::Snn, SpikePath::Count).to(kGpu);
             CHECK(gpu_s->device() == kGpu);
-            const Tensor lq = logits(*gpu_q), ls = logits(*gpu_s), lc = logits(*gpu_c);
+            const auto spike_st = gpu_s->new_state();
+            const Tensor lq = logits(*gpu_q), ls = logits(*gpu_s, spike_st.get()), lc = logits(*gpu_c);
             CHECK(same_bytes(ls, lq));  // the layer-wise SNN is its QANN, on the GPU too
             CHECK(same_bytes(lc, ls));  // count path = spike path
-            CHECK(gpu_s->stats().total_spikes() > 0);
+            CHECK(gpu_s->stats(*spike_st).total_spikes() > 0);
             CHECK(rel_diff(logits(*gpu_f), logits(cpu_f)) < 1e-4f);
             // GPU and CPU QANN round the same counts except where a float difference crosses a
             // threshold: the greedy tokens must still agree almost everywhere.
@@ -696,7 +699,7 @@ TEST_SUITE("gpu") {
         }
         CHECK(same >= T * 3 / 4);
         CHECK(rel_diff(lg, lc) < 0.2f);
-        CHECK(gpu_st->stats().total_spikes() > 0);
+        CHECK(gpu_st->stats(*sg).total_spikes() > 0);
     }
 }
 
